@@ -1,0 +1,288 @@
+"""The run directory of one experiment: device, seeding, metrics, checkpoints, progress, plots.
+
+``output_dir/`` holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON
+object per logged step), ``checkpoints/`` (atomic, the newest ``keep_checkpoints`` kept),
+``summary.json`` and ``plots/*.png``. With ``resume=true`` the context restores the newest
+intact checkpoint (model, optimiser, every RNG state and the step) and drops metrics
+logged after it, so a killed run continues exactly where its checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from bayestorch.experiment.checkpoint import (
+    checkpoint_path,
+    list_checkpoints,
+    load_latest,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from bayestorch.experiment.config import ConfigError, ExperimentConfig, config_to_dict
+
+__all__ = ["RunContext", "resolve_device", "seed_everything"]
+
+# Keys that may differ between a run and its resumption.
+_RESUMABLE_KEYS = {"resume", "progress", "device", "output_dir"}
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device, checked."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"'device' must be auto, cpu, cuda or cuda:N, got {spec!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"'device' is {spec!r} but CUDA is not available; use device=cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"'device' is {spec!r} but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global RNGs (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _derived_seed(seed: int, name: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**63
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf; keep them visible rather than invalid
+    return value
+
+
+class RunContext:
+    """Everything an experiment's ``run(cfg, ctx)`` needs besides the library.
+
+    Attributes:
+        config: the experiment's config dataclass.
+        device: the resolved ``torch.device``.
+        generator: the run's generator on ``device``, seeded from ``config.seed``; its state
+            is checkpointed.
+        output_dir, plots_dir, checkpoint_dir: paths of the run directory.
+    """
+
+    def __init__(self, config: ExperimentConfig, *, keep_checkpoints: int = 2) -> None:
+        self.config = config
+        self.keep_checkpoints = keep_checkpoints
+        self.device = resolve_device(config.device)
+        self.output_dir = Path(config.output_dir)
+        self.plots_dir = self.output_dir / "plots"
+        self.checkpoint_dir = self.output_dir / "checkpoints"
+        self.metrics_path = self.output_dir / "metrics.jsonl"
+        self.summary_path = self.output_dir / "summary.json"
+        self._generators: dict[str, torch.Generator] = {}
+        self._config_dict = config_to_dict(config)
+
+        seed_everything(config.seed)
+        self.generator = self.make_generator("main")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if not config.resume:
+            self._clear_previous_run()
+        self.plots_dir.mkdir(exist_ok=True)
+        self.checkpoint_dir.mkdir(exist_ok=True)
+        _atomic_write_text(
+            self.output_dir / "config.yaml", yaml.safe_dump(self._config_dict, sort_keys=False)
+        )
+
+    # -- randomness -------------------------------------------------------------------
+    def make_generator(self, name: str, device: torch.device | str | None = None) -> torch.Generator:
+        """A generator seeded from ``(config.seed, name)``, checkpointed with the run.
+
+        Separate streams keep parts of a run independent: e.g. evaluation draws from its
+        own generator, so its numbers do not depend on how many training steps ran.
+        """
+        if name in self._generators:
+            raise ValueError(f"a generator named {name!r} already exists in this run")
+        generator = torch.Generator(device=torch.device(device or self.device))
+        generator.manual_seed(_derived_seed(self.config.seed, name))
+        self._generators[name] = generator
+        return generator
+
+    def _rng_state(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        state = {
+            "python": random.getstate(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "torch": torch.get_rng_state(),
+            "generators": {name: g.get_state() for name, g in self._generators.items()},
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def _set_rng_state(self, state: dict[str, Any]) -> None:
+        python = state["python"]
+        random.setstate((python[0], tuple(python[1]), python[2]))
+        kind, keys, *rest = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        for name, generator_state in state["generators"].items():
+            if name not in self._generators:
+                raise ConfigError(f"checkpoint has a generator {name!r} that this run does not create")
+            self._generators[name].set_state(generator_state)
+
+    # -- files ------------------------------------------------------------------------
+    def _clear_previous_run(self) -> None:
+        for _, path in list_checkpoints(self.checkpoint_dir):
+            path.unlink()
+        for path in (self.metrics_path, self.summary_path):
+            path.unlink(missing_ok=True)
+        if self.plots_dir.is_dir():
+            for path in self.plots_dir.glob("*.png"):
+                path.unlink()
+
+    def log(self, step: int, **metrics: Any) -> None:
+        """Append ``{"step": step, **metrics}`` to ``metrics.jsonl``."""
+        record = {"step": int(step), **_jsonable(metrics)}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The records of ``metrics.jsonl`` (a torn last line from a killed run is ignored)."""
+        if not self.metrics_path.exists():
+            return []
+        records = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    def write_summary(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """Write ``summary.json`` atomically (keys sorted, so equal runs give equal files)."""
+        summary = _jsonable(summary)
+        _atomic_write_text(self.summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        return summary
+
+    def save_figure(self, figure: Any, name: str) -> Path:
+        """Save a matplotlib figure as ``plots/<name>.png`` and close it."""
+        import matplotlib.pyplot as plt
+
+        path = self.plots_dir / f"{name}.png"
+        figure.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(figure)
+        return path
+
+    # -- checkpoints ------------------------------------------------------------------
+    def save_checkpoint(
+        self, step: int, objects: dict[str, Any], extra: dict[str, Any] | None = None
+    ) -> Path:
+        """Checkpoint ``objects`` (anything with ``state_dict``), every RNG state and ``step``."""
+        state = {
+            "step": int(step),
+            "objects": {name: obj.state_dict() for name, obj in objects.items()},
+            "rng": self._rng_state(),
+            "config": self._config_dict,
+            "extra": extra or {},
+        }
+        path = save_checkpoint(checkpoint_path(self.checkpoint_dir, step), state)
+        prune_checkpoints(self.checkpoint_dir, self.keep_checkpoints)
+        return path
+
+    def restore(self, objects: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """With ``resume=true``, load the newest intact checkpoint into ``objects``.
+
+        Returns:
+            ``(step, extra)``; ``(0, {})`` when starting fresh.
+        """
+        if not self.config.resume:
+            return 0, {}
+        # RNG states must stay CPU byte tensors; load_state_dict moves the rest to its device.
+        state = load_latest(self.checkpoint_dir, map_location="cpu")
+        if state is None:
+            self.info(f"resume=true but {self.checkpoint_dir} has no checkpoint: starting fresh")
+            return 0, {}
+        self._check_same_config(state["config"])
+        missing = sorted(set(objects) - set(state["objects"]))
+        if missing:
+            raise ConfigError(f"checkpoint has no state for {', '.join(missing)}")
+        for name, obj in objects.items():
+            obj.load_state_dict(state["objects"][name])
+        self._set_rng_state(state["rng"])
+        step = int(state["step"])
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        _atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+        self.summary_path.unlink(missing_ok=True)
+        self.info(f"resumed from step {step} ({self.checkpoint_dir})")
+        return step, state["extra"]
+
+    def _check_same_config(self, saved: dict[str, Any]) -> None:
+        diffs = []
+
+        def walk(a: Any, b: Any, key: str) -> None:
+            if isinstance(a, dict) and isinstance(b, dict):
+                for k in sorted(set(a) | set(b)):
+                    if not key and k in _RESUMABLE_KEYS:
+                        continue
+                    walk(a.get(k), b.get(k), f"{key}.{k}" if key else k)
+            elif a != b:
+                diffs.append(f"{key} (checkpoint {a!r}, now {b!r})")
+
+        walk(saved, self._config_dict, "")
+        if diffs:
+            raise ConfigError(
+                "cannot resume: the config differs from the checkpoint's at "
+                + ", ".join(diffs)
+                + "; use another output_dir or resume=false"
+            )
+
+    # -- console ----------------------------------------------------------------------
+    def progress(self, iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
+        """A tqdm bar; hidden when ``progress=false`` or stderr is not a terminal."""
+        disable = not self.config.progress or not sys.stderr.isatty()
+        return tqdm(iterable, disable=disable, dynamic_ncols=True, **kwargs)
+
+    def info(self, message: str) -> None:
+        """A one-line message on stderr that does not break a progress bar."""
+        tqdm.write(message, file=sys.stderr)

@@ -1,0 +1,180 @@
+"""The variational autoencoder with a Gaussian latent (Kingma & Welling 2014).
+
+Encoder and decoder are any ``nn.Module`` the user passes (an MLP by default):
+
+* ``encoder``: ``(..., data_dim) -> (..., 2 * latent_dim)``, the posterior's location and
+  unconstrained scale (made positive by softplus: better behaved than ``exp`` for
+  large inputs);
+* ``decoder``: ``(..., latent_dim) -> (..., data_dim)``, Bernoulli logits or Gaussian
+  means (the Gaussian decoder has a learnable per-dimension log scale).
+
+References:
+    Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014.
+    Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Bernoulli, Distribution, Independent, Normal
+
+from bayestorch.utils.checks import check_last_dim
+from bayestorch.utils.random import draw
+from bayestorch.vi.elbo import elbo, iwae_bound
+
+__all__ = ["VAE", "mlp"]
+
+Likelihood = Literal["bernoulli", "gaussian"]
+_MIN_SCALE = 1e-5  # keeps q(z|x) proper when softplus underflows
+
+
+def mlp(
+    in_features: int,
+    hidden_sizes: Sequence[int],
+    out_features: int,
+    activation: type[nn.Module] = nn.Tanh,
+) -> nn.Sequential:
+    """A multilayer perceptron ``in -> hidden... -> out`` with ``activation`` between layers."""
+    layers: list[nn.Module] = []
+    sizes = [in_features, *hidden_sizes]
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(fan_in, fan_out), activation()]
+    layers.append(nn.Linear(sizes[-1], out_features))
+    return nn.Sequential(*layers)
+
+
+class VAE(nn.Module):
+    """Variational autoencoder with prior ``N(0, I)`` and a Gaussian posterior ``q(z | x)``.
+
+    Args:
+        data_dim: size of a (flattened) data point.
+        latent_dim: size of the latent.
+        hidden_sizes: hidden widths of the default MLPs (the decoder uses them reversed).
+        likelihood: ``"bernoulli"`` (binary data) or ``"gaussian"``.
+        encoder, decoder: optional modules replacing the default MLPs.
+
+    Shape:
+        ``x``: ``(batch, data_dim)``; ``elbo(x)``, ``iwae_bound(x, k)``: ``(batch,)``.
+
+    Example::
+
+        >>> vae = VAE(data_dim=64, latent_dim=2)
+        >>> x = torch.bernoulli(torch.full((8, 64), 0.3))
+        >>> loss = -vae.elbo(x).mean()
+        >>> loss.backward()
+    """
+
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int,
+        hidden_sizes: Sequence[int] = (256, 128),
+        likelihood: Likelihood = "bernoulli",
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        self.data_dim = int(data_dim)
+        self.latent_dim = int(latent_dim)
+        self.likelihood = likelihood
+        self.encoder = encoder if encoder is not None else mlp(data_dim, hidden_sizes, 2 * latent_dim)
+        self.decoder = (
+            decoder if decoder is not None else mlp(latent_dim, tuple(reversed(hidden_sizes)), data_dim)
+        )
+        if likelihood == "gaussian":
+            self.log_obs_scale = nn.Parameter(torch.zeros(data_dim))
+        self.register_buffer("prior_loc", torch.zeros(latent_dim))
+        self.register_buffer("prior_scale", torch.ones(latent_dim))
+
+    def prior(self) -> Distribution:
+        """p(z) = N(0, I); batch shape ``()``, event shape ``(latent_dim,)``."""
+        return Independent(Normal(self.prior_loc, self.prior_scale, validate_args=False), 1)
+
+    def encode(self, x: Tensor) -> Distribution:
+        """q(z | x); batch shape ``x.shape[:-1]``, event shape ``(latent_dim,)``."""
+        check_last_dim("x", x, self.data_dim)
+        out = self.encoder(x)
+        if out.shape[-1] != 2 * self.latent_dim:
+            raise ValueError(
+                f"encoder must output (..., 2 * latent_dim) = (..., {2 * self.latent_dim}) "
+                f"(location and raw scale), got {tuple(out.shape)}"
+            )
+        loc, raw_scale = out.chunk(2, dim=-1)
+        return Independent(Normal(loc, F.softplus(raw_scale) + _MIN_SCALE, validate_args=False), 1)
+
+    def decode(self, z: Tensor) -> Distribution:
+        """p(x | z); batch shape ``z.shape[:-1]``, event shape ``(data_dim,)``."""
+        out = self.decoder(z)
+        if out.shape[-1] != self.data_dim:
+            raise ValueError(f"decoder must output (..., {self.data_dim}), got {tuple(out.shape)}")
+        if self.likelihood == "bernoulli":
+            return Independent(Bernoulli(logits=out, validate_args=False), 1)
+        return Independent(Normal(out, self.log_obs_scale.exp(), validate_args=False), 1)
+
+    def _log_likelihood_fn(self, x: Tensor):
+        return lambda z: self.decode(z).log_prob(x)
+
+    def elbo(
+        self,
+        x: Tensor,
+        *,
+        num_particles: int = 1,
+        analytic_kl: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Per-example ELBO (analytic Gaussian KL by default). Shape: ``(batch,)``."""
+        return elbo(
+            self._log_likelihood_fn(x),
+            self.encode(x),
+            self.prior(),
+            num_particles=num_particles,
+            analytic_kl=analytic_kl,
+            generator=generator,
+        )
+
+    def iwae_bound(
+        self,
+        x: Tensor,
+        num_samples: int,
+        *,
+        chunk_size: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Per-example importance-weighted bound with ``num_samples`` samples. Shape: ``(batch,)``."""
+        return iwae_bound(
+            self._log_likelihood_fn(x),
+            self.encode(x),
+            self.prior(),
+            num_samples,
+            chunk_size=chunk_size,
+            generator=generator,
+        )
+
+    def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """The per-example ELBO, so ``-model(x).mean()`` is the training loss."""
+        return self.elbo(x, generator=generator)
+
+    @torch.no_grad()
+    def sample(
+        self, num_samples: int, *, generator: torch.Generator | None = None, mean: bool = True
+    ) -> Tensor:
+        """Data drawn through the prior: decoder means (``mean=True``) or full draws.
+
+        Shape:
+            ``(num_samples, data_dim)``.
+        """
+        z = draw(self.prior(), (num_samples,), generator)
+        likelihood = self.decode(z)
+        return likelihood.mean if mean else draw(likelihood, (), generator)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Decoder mean at the posterior mean. Shape: ``(batch, data_dim)``."""
+        return self.decode(self.encode(x).mean).mean

@@ -1,0 +1,183 @@
+"""VAE on binarised digits: test ELBO and IWAE log-likelihood estimates, plots.
+
+Kingma & Welling (2014) trained with the ELBO (or Burda et al.'s IWAE bound); evaluated
+with the ELBO and the importance-weighted bound at K = 1 ... 1000, the largest being the
+test log-likelihood estimate (Burda et al. 2016, section 5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from bayestorch.experiment import ExperimentConfig, RunContext
+from bayestorch.experiment.data import load_image_dataset
+from bayestorch.experiment.plots import image_grid, new_figure
+from bayestorch.vi import VAE
+
+
+@dataclass
+class DataConfig:
+    name: Literal["digits", "mnist"] = "digits"
+    path: str | None = None  # directory of the MNIST IDX files
+    test_fraction: float = 0.2  # digits only: MNIST has its official split
+    split_seed: int = 0
+    binarize_threshold: float | None = 0.5  # None keeps grey levels (gaussian likelihood)
+
+
+@dataclass
+class ModelConfig:
+    latent_dim: int = 2
+    hidden_sizes: list[int] = field(default_factory=lambda: [256, 128])
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 64
+    lr: float = 1e-3
+    objective: Literal["elbo", "iwae"] = "elbo"
+    num_samples: int = 1  # particles of the ELBO, or K of the IWAE bound
+    checkpoint_every: int = 25  # epochs
+    eval_every: int = 10  # epochs between test-bound entries in metrics.jsonl
+
+
+@dataclass
+class EvalConfig:
+    elbo_particles: int = 100
+    iwae_samples: list[int] = field(default_factory=lambda: [1, 10, 100, 1000])
+    chunk_size: int = 250
+    batch_size: int = 400
+
+
+@dataclass
+class Config(ExperimentConfig):
+    experiment: str = "vae"
+    output_dir: str = "runs/vae_digits"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _bound(model: VAE, x, objective: str, num_samples: int, generator) -> torch.Tensor:
+    if objective == "iwae":
+        return model.iwae_bound(x, num_samples, generator=generator)
+    return model.elbo(x, num_particles=num_samples, generator=generator)
+
+
+@torch.no_grad()
+def evaluate(model: VAE, x, cfg: EvalConfig, generator) -> dict[str, float]:
+    """Mean per-image test bounds in nats: the ELBO and the IWAE bound at each K."""
+    totals = {"elbo": 0.0, **{f"iwae_{k}": 0.0 for k in cfg.iwae_samples}}
+    for batch in x.split(cfg.batch_size):
+        totals["elbo"] += model.elbo(batch, num_particles=cfg.elbo_particles, generator=generator).sum().item()
+        for k in cfg.iwae_samples:
+            bound = model.iwae_bound(batch, k, chunk_size=cfg.chunk_size, generator=generator)
+            totals[f"iwae_{k}"] += bound.sum().item()
+    return {key: value / len(x) for key, value in totals.items()}
+
+
+def run(cfg: Config, ctx: RunContext) -> None:
+    # Data: pixels in [0, 1], binarised at a fixed threshold for the Bernoulli decoder.
+    data = load_image_dataset(
+        cfg.data.name, path=cfg.data.path, test_fraction=cfg.data.test_fraction, split_seed=cfg.data.split_seed
+    )
+    threshold = cfg.data.binarize_threshold
+    prepare = (lambda x: (x > threshold).float()) if threshold is not None else (lambda x: x)
+    train_x, test_x = prepare(data.train_x).to(ctx.device), prepare(data.test_x).to(ctx.device)
+
+    model = VAE(
+        train_x.shape[1], cfg.model.latent_dim, cfg.model.hidden_sizes, likelihood=cfg.model.likelihood
+    ).to(ctx.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    start_epoch, _ = ctx.restore({"model": model, "optimizer": optimizer})
+
+    # Training: one seeded generator drives shuffling and the reparameterisation noise.
+    probe = EvalConfig(elbo_particles=10, iwae_samples=[], batch_size=cfg.eval.batch_size)
+    bar = ctx.progress(range(start_epoch, cfg.train.epochs), initial=start_epoch, total=cfg.train.epochs, desc="train")
+    for epoch in bar:
+        model.train()
+        total = torch.zeros((), device=ctx.device)
+        for index in torch.randperm(len(train_x), generator=ctx.generator, device=ctx.device).split(cfg.train.batch_size):
+            bound = _bound(model, train_x[index], cfg.train.objective, cfg.train.num_samples, ctx.generator)
+            loss = -bound.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += bound.detach().sum()
+        train_bound = total.item() / len(train_x)
+        if not np.isfinite(train_bound):
+            raise FloatingPointError(f"training bound became {train_bound} in epoch {epoch + 1}; lower train.lr")
+        record = {"train_bound": train_bound}
+        if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
+            model.eval()
+            record["test_elbo"] = evaluate(model, test_x, probe, ctx.generator)["elbo"]
+        ctx.log(epoch + 1, **record)
+        bar.set_postfix(bound=f"{train_bound:.2f}")
+        if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == cfg.train.epochs:
+            ctx.save_checkpoint(epoch + 1, {"model": model, "optimizer": optimizer})
+
+    # Evaluation on its own generator: the figures do not depend on how training ran.
+    model.eval()
+    eval_generator = ctx.make_generator("eval")
+    test = evaluate(model, test_x, cfg.eval, eval_generator)
+    train = evaluate(model, train_x, EvalConfig(elbo_particles=cfg.eval.elbo_particles, iwae_samples=[]), eval_generator)
+    k_max = max(cfg.eval.iwae_samples)
+    summary = {
+        "test_elbo": test["elbo"],
+        "test_iwae": {str(k): test[f"iwae_{k}"] for k in cfg.eval.iwae_samples},
+        "test_log_likelihood": test[f"iwae_{k_max}"],
+        "test_log_likelihood_k": k_max,
+        "train_elbo": train["elbo"],
+        "epochs": cfg.train.epochs,
+        "num_train": len(train_x),
+        "num_test": len(test_x),
+    }
+    ctx.write_summary(summary)
+    ctx.info(
+        f"test ELBO {test['elbo']:.2f} nats, IWAE(k={k_max}) log-likelihood {test[f'iwae_{k_max}']:.2f} nats"
+    )
+    plot(model, test_x, data.test_y, data.image_shape, ctx, eval_generator)
+
+
+def plot(model: VAE, test_x, test_y, image_shape, ctx: RunContext, generator) -> None:
+    """Reconstructions, prior samples, the latent space and the learning curves."""
+    n = 16
+    recon = model.reconstruct(test_x[:n]).cpu()
+    fig, ax = new_figure(figsize=(8, 1.4))
+    ax.imshow(image_grid(torch.cat([test_x[:n].cpu(), recon]), image_shape, n), cmap="gray_r")
+    ax.set_title("test images (top) and reconstructions (bottom)")
+    ax.axis("off")
+    ctx.save_figure(fig, "reconstructions")
+
+    fig, ax = new_figure(figsize=(5, 5))
+    ax.imshow(image_grid(model.sample(64, generator=generator).cpu(), image_shape, 8), cmap="gray_r")
+    ax.set_title("samples from the prior (decoder means)")
+    ax.axis("off")
+    ctx.save_figure(fig, "prior_samples")
+
+    with torch.no_grad():
+        z = model.encode(test_x).mean.cpu().numpy()
+    if z.shape[1] > 2:  # project onto the two leading principal components
+        z = z - z.mean(0)
+        z = z @ np.linalg.svd(z, full_matrices=False)[2][:2].T
+    fig, ax = new_figure(figsize=(6, 5))
+    points = ax.scatter(z[:, 0], z[:, 1], c=test_y.numpy(), cmap="tab10", s=8)
+    fig.colorbar(points, ax=ax, label="digit")
+    ax.set_title("posterior means of the test images")
+    ctx.save_figure(fig, "latent_space")
+
+    records = ctx.read_metrics()
+    fig, ax = new_figure(figsize=(6, 4))
+    ax.plot([r["step"] for r in records], [r["train_bound"] for r in records], label="train bound")
+    tested = [r for r in records if "test_elbo" in r]
+    ax.plot([r["step"] for r in tested], [r["test_elbo"] for r in tested], "o-", label="test ELBO")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per image")
+    ax.legend()
+    ctx.save_figure(fig, "learning_curves")

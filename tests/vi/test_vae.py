@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from bayestorch.testing import assert_z
+from bayestorch.vi import VAE
+
+
+def _data(device, n=16, d=10, seed=0):
+    g = torch.Generator(device=device).manual_seed(seed)
+    return torch.bernoulli(torch.full((n, d), 0.3, device=device), generator=g)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_shapes_device_and_gradients(device, likelihood):
+    model = VAE(10, 3, hidden_sizes=(16,), likelihood=likelihood).to(device)
+    x = _data(device)
+    g = torch.Generator(device=device).manual_seed(1)
+    bound = model.elbo(x, num_particles=2, generator=g)
+    assert bound.shape == (16,) and bound.device.type == device.type
+    assert model.iwae_bound(x, 5, chunk_size=2, generator=g).shape == (16,)
+    (-bound.mean()).backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(gr is not None and torch.isfinite(gr).all() for gr in grads)
+    assert model.sample(4, generator=g).shape == (4, 10)
+    assert model.sample(4, generator=g, mean=False).shape == (4, 10)
+    assert model.reconstruct(x).shape == (16, 10)
+
+
+def test_same_generator_same_result(device):
+    model = VAE(10, 2, hidden_sizes=(8,)).to(device)
+    x = _data(device)
+    first = model.iwae_bound(x, 7, generator=torch.Generator(device=device).manual_seed(3))
+    second = model.iwae_bound(x, 7, generator=torch.Generator(device=device).manual_seed(3))
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_float64(device):
+    model = VAE(10, 2, hidden_sizes=(8,)).to(device=device, dtype=torch.float64)
+    x = _data(device).double()
+    assert model.elbo(x).dtype == torch.float64
+
+
+@pytest.mark.statistical
+def test_analytic_and_monte_carlo_kl_agree(device):
+    torch.manual_seed(0)
+    model = VAE(10, 3, hidden_sizes=(16,)).to(device)
+    x = _data(device, n=1).expand(3000, 10)
+    with torch.no_grad():
+        exact_kl = model.elbo(x, num_particles=1, generator=torch.Generator(device=device).manual_seed(1))
+        mc = model.elbo(x, analytic_kl=False, generator=torch.Generator(device=device).manual_seed(2))
+        # Same noise for the likelihood term, so analytic minus MC is the KL estimation error.
+        model_kl = model.elbo(x, analytic_kl=False, generator=torch.Generator(device=device).manual_seed(1))
+    diff = (model_kl - exact_kl).double()
+    assert_z(diff.mean(), torch.zeros((), dtype=torch.float64, device=device), diff.std() / math.sqrt(len(diff)))
+    assert_z(mc.double().mean(), exact_kl.double().mean(), mc.double().std() / math.sqrt(len(mc)))
+
+
+def test_custom_encoder_decoder():
+    encoder = nn.Sequential(nn.Linear(10, 6))
+    decoder = nn.Sequential(nn.Linear(3, 10))
+    model = VAE(10, 3, encoder=encoder, decoder=decoder)
+    assert model.elbo(_data("cpu")).shape == (16,)
+
+
+def test_clear_errors():
+    model = VAE(10, 3, hidden_sizes=(8,))
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 10\)"):
+        model.elbo(torch.zeros(4, 9))
+    bad = VAE(10, 3, encoder=nn.Linear(10, 5))
+    with pytest.raises(ValueError, match="encoder must output"):
+        bad.elbo(torch.zeros(4, 10))
+    with pytest.raises(ValueError, match="likelihood must be"):
+        VAE(10, 3, likelihood="poisson")
+
+
+def test_generator_on_wrong_device_is_named():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA to put the generator on another device")
+    model = VAE(10, 3, hidden_sizes=(8,)).to("cuda")
+    with pytest.raises(ValueError, match="generator is on cpu"):
+        model.elbo(_data("cuda"), generator=torch.Generator())
+
+
+def test_state_dict_round_trip():
+    model = VAE(10, 2, hidden_sizes=(8,), likelihood="gaussian")
+    clone = VAE(10, 2, hidden_sizes=(8,), likelihood="gaussian")
+    clone.load_state_dict(model.state_dict())
+    x = torch.rand(5, 10)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    torch.testing.assert_close(model.elbo(x, generator=g()), clone.elbo(x, generator=g()))
