@@ -75,7 +75,9 @@ def evaluate(model: VAE, x, cfg: EvalConfig, generator) -> dict[str, float]:
     """Mean per-image test bounds in nats: the ELBO and the IWAE bound at each K."""
     totals = {"elbo": 0.0, **{f"iwae_{k}": 0.0 for k in cfg.iwae_samples}}
     for batch in x.split(cfg.batch_size):
-        totals["elbo"] += model.elbo(batch, num_particles=cfg.elbo_particles, generator=generator).sum().item()
+        totals["elbo"] += (
+            model.elbo(batch, num_particles=cfg.elbo_particles, generator=generator).sum().item()
+        )
         for k in cfg.iwae_samples:
             bound = model.iwae_bound(batch, k, chunk_size=cfg.chunk_size, generator=generator)
             totals[f"iwae_{k}"] += bound.sum().item()
@@ -85,26 +87,41 @@ def evaluate(model: VAE, x, cfg: EvalConfig, generator) -> dict[str, float]:
 def run(cfg: Config, ctx: RunContext) -> None:
     # Data: pixels in [0, 1], binarised at a fixed threshold for the Bernoulli decoder.
     data = load_image_dataset(
-        cfg.data.name, path=cfg.data.path, test_fraction=cfg.data.test_fraction, split_seed=cfg.data.split_seed
+        cfg.data.name,
+        path=cfg.data.path,
+        test_fraction=cfg.data.test_fraction,
+        split_seed=cfg.data.split_seed,
     )
     threshold = cfg.data.binarize_threshold
     prepare = (lambda x: (x > threshold).float()) if threshold is not None else (lambda x: x)
     train_x, test_x = prepare(data.train_x).to(ctx.device), prepare(data.test_x).to(ctx.device)
 
     model = VAE(
-        train_x.shape[1], cfg.model.latent_dim, cfg.model.hidden_sizes, likelihood=cfg.model.likelihood
+        train_x.shape[1],
+        cfg.model.latent_dim,
+        cfg.model.hidden_sizes,
+        likelihood=cfg.model.likelihood,
     ).to(ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     start_epoch, _ = ctx.restore({"model": model, "optimizer": optimizer})
 
     # Training: one seeded generator drives shuffling and the reparameterisation noise.
     probe = EvalConfig(elbo_particles=10, iwae_samples=[], batch_size=cfg.eval.batch_size)
-    bar = ctx.progress(range(start_epoch, cfg.train.epochs), initial=start_epoch, total=cfg.train.epochs, desc="train")
+    bar = ctx.progress(
+        range(start_epoch, cfg.train.epochs),
+        initial=start_epoch,
+        total=cfg.train.epochs,
+        desc="train",
+    )
     for epoch in bar:
         model.train()
         total = torch.zeros((), device=ctx.device)
-        for index in torch.randperm(len(train_x), generator=ctx.generator, device=ctx.device).split(cfg.train.batch_size):
-            bound = _bound(model, train_x[index], cfg.train.objective, cfg.train.num_samples, ctx.generator)
+        for index in torch.randperm(len(train_x), generator=ctx.generator, device=ctx.device).split(
+            cfg.train.batch_size
+        ):
+            bound = _bound(
+                model, train_x[index], cfg.train.objective, cfg.train.num_samples, ctx.generator
+            )
             loss = -bound.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -112,7 +129,9 @@ def run(cfg: Config, ctx: RunContext) -> None:
             total += bound.detach().sum()
         train_bound = total.item() / len(train_x)
         if not np.isfinite(train_bound):
-            raise FloatingPointError(f"training bound became {train_bound} in epoch {epoch + 1}; lower train.lr")
+            raise FloatingPointError(
+                f"training bound became {train_bound} in epoch {epoch + 1}; lower train.lr"
+            )
         record = {"train_bound": train_bound}
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
             model.eval()
@@ -126,7 +145,12 @@ def run(cfg: Config, ctx: RunContext) -> None:
     model.eval()
     eval_generator = ctx.make_generator("eval")
     test = evaluate(model, test_x, cfg.eval, eval_generator)
-    train = evaluate(model, train_x, EvalConfig(elbo_particles=cfg.eval.elbo_particles, iwae_samples=[]), eval_generator)
+    train = evaluate(
+        model,
+        train_x,
+        EvalConfig(elbo_particles=cfg.eval.elbo_particles, iwae_samples=[]),
+        eval_generator,
+    )
     k_max = max(cfg.eval.iwae_samples)
     summary = {
         "test_elbo": test["elbo"],
@@ -140,7 +164,8 @@ def run(cfg: Config, ctx: RunContext) -> None:
     }
     ctx.write_summary(summary)
     ctx.info(
-        f"test ELBO {test['elbo']:.2f} nats, IWAE(k={k_max}) log-likelihood {test[f'iwae_{k_max}']:.2f} nats"
+        f"test ELBO {test['elbo']:.2f} nats, "
+        f"IWAE(k={k_max}) log-likelihood {test[f'iwae_{k_max}']:.2f} nats"
     )
     plot(model, test_x, data.test_y, data.image_shape, ctx, eval_generator)
 
@@ -156,7 +181,9 @@ def plot(model: VAE, test_x, test_y, image_shape, ctx: RunContext, generator) ->
     ctx.save_figure(fig, "reconstructions")
 
     fig, ax = new_figure(figsize=(5, 5))
-    ax.imshow(image_grid(model.sample(64, generator=generator).cpu(), image_shape, 8), cmap="gray_r")
+    ax.imshow(
+        image_grid(model.sample(64, generator=generator).cpu(), image_shape, 8), cmap="gray_r"
+    )
     ax.set_title("samples from the prior (decoder means)")
     ax.axis("off")
     ctx.save_figure(fig, "prior_samples")

@@ -3,7 +3,12 @@
 The only part of bayestorch that reads YAML, touches files or prints.
 """
 
-from bayestorch.experiment.checkpoint import CheckpointError, load_checkpoint, load_latest, save_checkpoint
+from bayestorch.experiment.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_latest,
+    save_checkpoint,
+)
 from bayestorch.experiment.cli import load_experiment_config, main
 from bayestorch.experiment.config import (
     ConfigError,

@@ -22,7 +22,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "list_checkpoints", "load_checkpoint", "load_latest", "save_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_latest",
+    "save_checkpoint",
+]
 
 _MAGIC = b"BTCKPT01"
 _DIGEST = 32

@@ -72,7 +72,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of keys, got {type(data).__name__}"
+        )
     return data
 
 
@@ -93,7 +95,7 @@ def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each dotted ``(key, value)`` set (schema checks come later)."""
+    """A copy of ``data`` with each dotted ``(key, value)`` set (schema checks come later)."""
     data = _deep_copy(data)
     for key, value in overrides:
         node = data
@@ -102,7 +104,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[tuple[str, Any]]) -> d
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
                 prefix = ".".join(parts[: depth + 1])
-                raise ConfigError(f"bad override {key}={value!r}: '{prefix}' is a value, not a section")
+                raise ConfigError(
+                    f"bad override {key}={value!r}: '{prefix}' is a value, not a section"
+                )
             node = child
         node[parts[-1]] = value
     return data
@@ -154,9 +158,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     args = typing.get_args(tp)
 
     def fail() -> typing.NoReturn:
-        raise ConfigError(
-            f"'{key}' must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
-        )
+        raise ConfigError(f"'{key}' must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
 
     if tp is Any:
         return value

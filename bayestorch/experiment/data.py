@@ -49,7 +49,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     body = data[4 + 4 * ndim :]
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(body) != expected:
-        raise ValueError(f"{path} is truncated: expected {expected} bytes of data, found {len(body)}")
+        raise ValueError(
+            f"{path} is truncated: expected {expected} bytes of data, found {len(body)}"
+        )
     return np.frombuffer(body, dtype=dtype).reshape(shape)
 
 
@@ -91,7 +93,10 @@ def load_image_dataset(
         for prefix in ("train", "t10k"):
             images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"))
             labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte"))
-            parts += [images.reshape(len(images), -1).astype(np.float32) / 255.0, labels.astype(np.int64)]
+            parts += [
+                images.reshape(len(images), -1).astype(np.float32) / 255.0,
+                labels.astype(np.int64),
+            ]
         shape = (28, 28)
     else:
         raise ConfigError(f"'data.name' must be 'digits' or 'mnist', got {name!r}")

@@ -19,7 +19,9 @@ def new_figure(*args: Any, **kwargs: Any):
     return plt.subplots(*args, **kwargs)
 
 
-def image_grid(images: Any, image_shape: tuple[int, int], num_columns: int, padding: int = 1) -> np.ndarray:
+def image_grid(
+    images: Any, image_shape: tuple[int, int], num_columns: int, padding: int = 1
+) -> np.ndarray:
     """Tile flattened images ``(n, h * w)`` into one ``(rows * (h+p), cols * (w+p))`` array."""
     images = np.asarray(images, dtype=float).reshape(-1, *image_shape)
     n, (h, w) = images.shape[0], image_shape

@@ -50,7 +50,9 @@ def resolve_device(spec: str) -> torch.device:
         raise ConfigError(f"'device' must be auto, cpu, cuda or cuda:N, got {spec!r}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"'device' is {spec!r} but CUDA is not available; use device=cpu or auto")
+            raise ConfigError(
+                f"'device' is {spec!r} but CUDA is not available; use device=cpu or auto"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(
                 f"'device' is {spec!r} but only {torch.cuda.device_count()} CUDA device(s) exist"
@@ -61,7 +63,7 @@ def resolve_device(spec: str) -> torch.device:
 def seed_everything(seed: int) -> None:
     """Seed python's, numpy's and torch's global RNGs (all devices)."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 -- user code may draw from numpy's global RNG
     torch.manual_seed(seed)
 
 
@@ -133,7 +135,9 @@ class RunContext:
         )
 
     # -- randomness -------------------------------------------------------------------
-    def make_generator(self, name: str, device: torch.device | str | None = None) -> torch.Generator:
+    def make_generator(
+        self, name: str, device: torch.device | str | None = None
+    ) -> torch.Generator:
         """A generator seeded from ``(config.seed, name)``, checkpointed with the run.
 
         Separate streams keep parts of a run independent: e.g. evaluation draws from its
@@ -147,7 +151,7 @@ class RunContext:
         return generator
 
     def _rng_state(self) -> dict[str, Any]:
-        np_state = np.random.get_state()
+        np_state = np.random.get_state()  # noqa: NPY002
         state = {
             "python": random.getstate(),
             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
@@ -162,13 +166,15 @@ class RunContext:
         python = state["python"]
         random.setstate((python[0], tuple(python[1]), python[2]))
         kind, keys, *rest = state["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))  # noqa: NPY002
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
         for name, generator_state in state["generators"].items():
             if name not in self._generators:
-                raise ConfigError(f"checkpoint has a generator {name!r} that this run does not create")
+                raise ConfigError(
+                    f"checkpoint has a generator {name!r} that this run does not create"
+                )
             self._generators[name].set_state(generator_state)
 
     # -- files ------------------------------------------------------------------------

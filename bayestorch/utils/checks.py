@@ -9,7 +9,7 @@ __all__ = ["check_finite", "check_last_dim"]
 
 
 def check_last_dim(name: str, tensor: Tensor, size: int, *, min_ndim: int = 1) -> None:
-    """Raise ``ValueError`` unless ``tensor`` has at least ``min_ndim`` dims and last dim ``size``."""
+    """Raise ``ValueError`` unless ``tensor`` has ``>= min_ndim`` dims and last dim ``size``."""
     if not isinstance(tensor, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
     if tensor.dim() < min_ndim or tensor.shape[-1] != size:

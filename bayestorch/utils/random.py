@@ -75,7 +75,11 @@ def draw(
     """
     sample_shape = torch.Size(sample_shape)
     if generator is None:
-        return distribution.rsample(sample_shape) if distribution.has_rsample else distribution.sample(sample_shape)
+        return (
+            distribution.rsample(sample_shape)
+            if distribution.has_rsample
+            else distribution.sample(sample_shape)
+        )
     base = distribution.base_dist if isinstance(distribution, Independent) else distribution
     if isinstance(base, Normal):
         _check_generator_device(generator, base.loc.device)
@@ -85,7 +89,9 @@ def draw(
         _check_generator_device(generator, distribution.loc.device)
         shape = distribution._extended_shape(sample_shape)
         eps = _standard_normal(shape, distribution.loc, generator)
-        return distribution.loc + (distribution._unbroadcasted_scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+        return distribution.loc + (
+            distribution._unbroadcasted_scale_tril @ eps.unsqueeze(-1)
+        ).squeeze(-1)
     return _draw_with_forked_rng(distribution, sample_shape, generator)
 
 

@@ -29,7 +29,9 @@ __all__ = ["elbo", "iwae_bound", "log_importance_weights"]
 LogLikelihoodFn = Callable[[Tensor], Tensor]
 
 
-def _checked_log_likelihood(log_likelihood_fn: LogLikelihoodFn, z: Tensor, event_dim: int) -> Tensor:
+def _checked_log_likelihood(
+    log_likelihood_fn: LogLikelihoodFn, z: Tensor, event_dim: int
+) -> Tensor:
     log_lik = log_likelihood_fn(z)
     expected = z.shape[: z.dim() - event_dim]
     if log_lik.shape != expected:
@@ -60,7 +62,9 @@ def log_importance_weights(
     return log_lik + prior.log_prob(z) - posterior.log_prob(z)
 
 
-def _analytic_kl(posterior: Distribution, prior: Distribution, analytic_kl: bool | None) -> Tensor | None:
+def _analytic_kl(
+    posterior: Distribution, prior: Distribution, analytic_kl: bool | None
+) -> Tensor | None:
     if analytic_kl is False:
         return None
     try:
@@ -134,6 +138,8 @@ def iwae_bound(
     partial = []
     for start in range(0, num_samples, chunk):
         size = min(chunk, num_samples - start)
-        log_w = log_importance_weights(log_likelihood_fn, posterior, prior, size, generator=generator)
+        log_w = log_importance_weights(
+            log_likelihood_fn, posterior, prior, size, generator=generator
+        )
         partial.append(torch.logsumexp(log_w, dim=0))
     return torch.logsumexp(torch.stack(partial), dim=0) - math.log(num_samples)

@@ -84,9 +84,13 @@ class VAE(nn.Module):
         self.data_dim = int(data_dim)
         self.latent_dim = int(latent_dim)
         self.likelihood = likelihood
-        self.encoder = encoder if encoder is not None else mlp(data_dim, hidden_sizes, 2 * latent_dim)
+        self.encoder = (
+            encoder if encoder is not None else mlp(data_dim, hidden_sizes, 2 * latent_dim)
+        )
         self.decoder = (
-            decoder if decoder is not None else mlp(latent_dim, tuple(reversed(hidden_sizes)), data_dim)
+            decoder
+            if decoder is not None
+            else mlp(latent_dim, tuple(reversed(hidden_sizes)), data_dim)
         )
         if likelihood == "gaussian":
             self.log_obs_scale = nn.Parameter(torch.zeros(data_dim))
@@ -147,7 +151,7 @@ class VAE(nn.Module):
         chunk_size: int | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Per-example importance-weighted bound with ``num_samples`` samples. Shape: ``(batch,)``."""
+        """Per-example importance-weighted bound with ``num_samples`` draws. Shape: ``(batch,)``."""
         return iwae_bound(
             self._log_likelihood_fn(x),
             self.encode(x),

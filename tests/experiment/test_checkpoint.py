@@ -15,7 +15,11 @@ from bayestorch.experiment.checkpoint import (
 
 
 def _state(step):
-    return {"step": step, "weights": torch.arange(5.0) * step, "nested": {"lr": 0.1, "betas": (0.9, 0.99)}}
+    return {
+        "step": step,
+        "weights": torch.arange(5.0) * step,
+        "nested": {"lr": 0.1, "betas": (0.9, 0.99)},
+    }
 
 
 def test_round_trip(tmp_path):
@@ -47,7 +51,10 @@ def test_latest_falls_back_to_previous_intact_checkpoint(tmp_path):
         save_checkpoint(checkpoint_path(tmp_path, step), _state(step))
     newest = checkpoint_path(tmp_path, 3)
     newest.write_bytes(newest.read_bytes()[:100])
-    with pytest.warns(RuntimeWarning, match="skipped damaged checkpoint.*step_00000003.pt.*resuming from step_00000002.pt"):
+    with pytest.warns(
+        RuntimeWarning,
+        match="skipped damaged checkpoint.*step_00000003.pt.*resuming from step_00000002.pt",
+    ):
         assert load_latest(tmp_path)["step"] == 2
 
 

@@ -1,4 +1,4 @@
-"""The experiment runner end to end: errors, smoke configs, reproducibility, resume after SIGKILL."""
+"""The experiment runner end to end: errors, smoke configs, reproducibility, resume."""
 
 from __future__ import annotations
 
@@ -25,14 +25,19 @@ def _command(*args):
 
 
 def _run(*args, **kwargs):
-    return subprocess.run(_command(*args), cwd=ROOT, capture_output=True, text=True, timeout=300, **kwargs)
+    return subprocess.run(
+        _command(*args), cwd=ROOT, capture_output=True, text=True, timeout=300, **kwargs
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["configs/missing.yaml"], "error: config file not found: configs/missing.yaml"),
-        ([SMOKE, "train.epoch=3"], "error: unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
+        (
+            [SMOKE, "train.epoch=3"],
+            "error: unknown key 'train.epoch' (did you mean 'train.epochs'?)",
+        ),
         ([SMOKE, "train.epochs=many"], "error: 'train.epochs' must be int, got str 'many'"),
         ([SMOKE, "train.epochs"], "error: bad override 'train.epochs': expected key=value"),
         ([SMOKE, "device=tpu"], "error: 'device' must be auto, cpu, cuda or cuda:N, got 'tpu'"),
@@ -60,7 +65,9 @@ def test_every_experiment_has_a_smoke_config():
     import yaml
 
     covered = {yaml.safe_load(p.read_text())["experiment"] for p in _smoke_configs()}
-    assert covered == set(REGISTRY), f"experiments without a *_smoke.yaml: {set(REGISTRY) - covered}"
+    assert covered == set(REGISTRY), (
+        f"experiments without a *_smoke.yaml: {set(REGISTRY) - covered}"
+    )
 
 
 @pytest.mark.parametrize("config", _smoke_configs(), ids=lambda p: p.stem)

@@ -57,7 +57,11 @@ def test_yaml_exponent_without_dot_is_a_float():
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"inner": {"widht": 3}}, "unknown key 'inner.widht' (did you mean 'inner.width'?) in section 'inner'; valid keys: mode, path, rate, sizes, width"),
+        (
+            {"inner": {"widht": 3}},
+            "unknown key 'inner.widht' (did you mean 'inner.width'?) in section 'inner'; "
+            "valid keys: mode, path, rate, sizes, width",
+        ),
         ({"bogus": 1}, "unknown key 'bogus'"),
         ({"inner": {"width": "wide"}}, "'inner.width' must be int, got str 'wide'"),
         ({"inner": {"width": True}}, "'inner.width' must be int, got bool True"),
@@ -81,7 +85,12 @@ def test_missing_required_key():
 
 def test_overrides():
     parsed = parse_overrides(["inner.width=16", "inner.sizes=[4, 5]", "resume=true", "inner.path="])
-    assert parsed == [("inner.width", 16), ("inner.sizes", [4, 5]), ("resume", True), ("inner.path", None)]
+    assert parsed == [
+        ("inner.width", 16),
+        ("inner.sizes", [4, 5]),
+        ("resume", True),
+        ("inner.path", None),
+    ]
     data = apply_overrides({"inner": {"width": 1}}, parsed)
     cfg = config_from_dict(Schema, data)
     assert cfg.inner.width == 16 and cfg.inner.sizes == [4, 5] and cfg.resume is True
@@ -119,7 +128,9 @@ def test_experiment_lookup(tmp_path):
     path.write_text("seed: 1\n")
     with pytest.raises(ConfigError, match="missing required key 'experiment'"):
         load_experiment_config(path, [], REGISTRY)
-    cfg, module = load_experiment_config(ROOT / "configs/vae_digits.yaml", ["train.epochs=3"], REGISTRY)
+    cfg, module = load_experiment_config(
+        ROOT / "configs/vae_digits.yaml", ["train.epochs=3"], REGISTRY
+    )
     assert cfg.train.epochs == 3 and module.__name__ == "experiments.vae"
 
 

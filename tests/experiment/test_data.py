@@ -13,7 +13,12 @@ from bayestorch.experiment.data import load_image_dataset, read_idx
 
 def _write_idx(path, array, code=0x08):
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(array.dtype.newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype).tobytes()
+    data = (
+        header
+        + array.astype(
+            array.dtype.newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype
+        ).tobytes()
+    )
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wb") as f:
         f.write(data)
@@ -44,7 +49,10 @@ def test_read_idx_rejects_damaged_files(tmp_path):
 def test_mnist_loader_on_a_small_fake_copy(tmp_path):
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 12), ("t10k", 5)):
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        _write_idx(
+            tmp_path / f"{prefix}-images-idx3-ubyte.gz",
+            rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+        )
         _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8))
     data = load_image_dataset("mnist", path=str(tmp_path))
     assert data.train_x.shape == (12, 784) and data.test_x.shape == (5, 784)

@@ -90,7 +90,9 @@ def test_resume_with_another_config_is_refused(tmp_path):
     model, optimizer = _fresh_model()
     _train(ctx, model, optimizer, 0, 1)
     ctx = _context(tmp_path, resume=True, lr=0.2)
-    with pytest.raises(ConfigError, match=r"differs from the checkpoint's at lr \(checkpoint 0.1, now 0.2\)"):
+    with pytest.raises(
+        ConfigError, match=r"differs from the checkpoint's at lr \(checkpoint 0.1, now 0.2\)"
+    ):
         ctx.restore({"model": model, "optimizer": optimizer})
 
 

@@ -32,12 +32,21 @@ def test_draw_targets_the_distribution(family):
     if family == "normal":
         dist, marginal = Normal(torch.tensor(1.5), torch.tensor(2.0)), stats.norm(1.5, 2.0)
     elif family == "independent":
-        dist, marginal = Independent(Normal(torch.zeros(3), torch.ones(3) * 0.5), 1), stats.norm(0, 0.5)
+        dist, marginal = (
+            Independent(Normal(torch.zeros(3), torch.ones(3) * 0.5), 1),
+            stats.norm(0, 0.5),
+        )
     elif family == "mvn":
         cov = torch.tensor([[2.0, 0.6], [0.6, 1.0]])
-        dist, marginal = MultivariateNormal(torch.tensor([0.0, 1.0]), cov), stats.norm(0.0, 2.0**0.5)
+        dist, marginal = (
+            MultivariateNormal(torch.tensor([0.0, 1.0]), cov),
+            stats.norm(0.0, 2.0**0.5),
+        )
     else:
-        dist, marginal = Gamma(torch.tensor(2.0), torch.tensor(3.0)), stats.gamma(2.0, scale=1 / 3.0)
+        dist, marginal = (
+            Gamma(torch.tensor(2.0), torch.tensor(3.0)),
+            stats.gamma(2.0, scale=1 / 3.0),
+        )
     x = draw(dist, (n,), make_generator(2))
     assert x.shape == (n, *dist.batch_shape, *dist.event_shape)
     first = x.reshape(n, -1)[:, 0]

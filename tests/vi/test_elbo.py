@@ -40,7 +40,9 @@ class FactorAnalysis:
     def q(self, loc=None, scale=None, batch=()):
         loc = self.q_loc if loc is None else loc
         scale = self.q_scale if scale is None else scale
-        return Independent(Normal(loc.expand(*batch, *loc.shape), scale.expand(*batch, *scale.shape)), 1)
+        return Independent(
+            Normal(loc.expand(*batch, *loc.shape), scale.expand(*batch, *scale.shape)), 1
+        )
 
     def log_likelihood(self, z):
         mean = z @ self.W.T + self.b
@@ -52,7 +54,9 @@ class FactorAnalysis:
         scale = self.q_scale if scale is None else scale
         resid = self.x - self.W @ loc - self.b
         spread = (self.W**2) @ (scale**2)
-        expected_loglik = (-0.5 * torch.log(2 * math.pi * self.psi) - 0.5 * (resid**2 + spread) / self.psi).sum()
+        expected_loglik = (
+            -0.5 * torch.log(2 * math.pi * self.psi) - 0.5 * (resid**2 + spread) / self.psi
+        ).sum()
         kl = 0.5 * (scale**2 + loc**2 - 1 - 2 * torch.log(scale)).sum()
         return expected_loglik - kl
 
@@ -105,7 +109,9 @@ def test_elbo_estimate_is_unbiased(fa, analytic_kl):
     se = estimates.std() / math.sqrt(replicates)
     assert_z(estimates.mean(), fa.exact_elbo(), se)
     # A 2-sample IWAE bound is a different (larger) quantity: the same test rejects it.
-    wrong = iwae_bound(fa.log_likelihood, fa.q(batch=(replicates,)), fa.prior, 2, generator=_generator(fa, 2))
+    wrong = iwae_bound(
+        fa.log_likelihood, fa.q(batch=(replicates,)), fa.prior, 2, generator=_generator(fa, 2)
+    )
     with pytest.raises(AssertionError):
         assert_z(wrong.mean(), fa.exact_elbo(), wrong.std() / math.sqrt(replicates))
 
@@ -123,7 +129,12 @@ def test_iwae_increases_with_k_and_approaches_log_px(fa):
     ks = [1, 4, 32, 1024]
     for i, k in enumerate(ks):
         bounds = iwae_bound(
-            fa.log_likelihood, fa.q(batch=(replicates,)), fa.prior, k, chunk_size=100, generator=_generator(fa, 10 + i)
+            fa.log_likelihood,
+            fa.q(batch=(replicates,)),
+            fa.prior,
+            k,
+            chunk_size=100,
+            generator=_generator(fa, 10 + i),
         )
         means.append(bounds.mean())
         ses.append(bounds.std() / math.sqrt(replicates))
@@ -133,7 +144,9 @@ def test_iwae_increases_with_k_and_approaches_log_px(fa):
     z_crit = 3.3  # one-sided, failure rate 5e-4 per comparison
     for j in range(len(ks) - 1):
         z = (means[j + 1] - means[j]) / math.hypot(ses[j], ses[j + 1])
-        assert z > z_crit, f"IWAE bound did not increase from K={ks[j]} to K={ks[j + 1]} (z = {z:.2f})"
+        assert z > z_crit, (
+            f"IWAE bound did not increase from K={ks[j]} to K={ks[j + 1]} (z = {z:.2f})"
+        )
     # Large K: E[L_K] = log p(x) - (E_q[r^2] - 1) / (2K) + O(1/K^2), r = p(z|x)/q(z).
     predicted = fa.log_px - (fa.second_moment_of_ratio() - 1) / (2 * ks[-1])
     assert_z(means[-1], predicted, ses[-1])
@@ -145,7 +158,9 @@ def test_second_moment_closed_form_matches_monte_carlo(fa):
     # Guards the closed form used for the large-K prediction.
     n = 200_000
     g = _generator(fa, 4)
-    z = fa.q_loc + fa.q_scale * torch.randn(n, K, generator=g, device=fa.x.device, dtype=torch.float64)
+    z = fa.q_loc + fa.q_scale * torch.randn(
+        n, K, generator=g, device=fa.x.device, dtype=torch.float64
+    )
     log_r = MultivariateNormal(fa.post_mean, fa.post_cov).log_prob(z) - fa.q().log_prob(z)
     r2 = torch.exp(2 * log_r)
     assert_z(r2.mean(), fa.second_moment_of_ratio(), r2.std() / math.sqrt(n))
@@ -157,12 +172,18 @@ def test_reparameterised_gradient_is_unbiased(fa):
     loc = fa.q_loc.expand(replicates, K).clone().requires_grad_(True)
     log_scale = fa.q_scale.log().expand(replicates, K).clone().requires_grad_(True)
     estimates = elbo(
-        fa.log_likelihood, fa.q(loc, log_scale.exp()), fa.prior, analytic_kl=False, generator=_generator(fa, 5)
+        fa.log_likelihood,
+        fa.q(loc, log_scale.exp()),
+        fa.prior,
+        analytic_kl=False,
+        generator=_generator(fa, 5),
     )
     grad_loc, grad_log_scale = torch.autograd.grad(estimates.sum(), (loc, log_scale))
     exact_loc = fa.q_loc.clone().requires_grad_(True)
     exact_log_scale = fa.q_scale.log().clone().requires_grad_(True)
-    exact = torch.autograd.grad(fa.exact_elbo(exact_loc, exact_log_scale.exp()), (exact_loc, exact_log_scale))
+    exact = torch.autograd.grad(
+        fa.exact_elbo(exact_loc, exact_log_scale.exp()), (exact_loc, exact_log_scale)
+    )
     for estimate, truth in zip((grad_loc, grad_log_scale), exact):
         assert_z(estimate.mean(0), truth, estimate.std(0) / math.sqrt(replicates))
 
@@ -172,7 +193,9 @@ def test_elbo_gradcheck_for_fixed_noise(fa):
 
     def fn(loc, log_scale):
         posterior = Independent(Normal(loc, log_scale.exp()), 1)
-        return elbo(fa.log_likelihood, posterior, fa.prior, num_particles=3, generator=_generator(fa, 6))
+        return elbo(
+            fa.log_likelihood, posterior, fa.prior, num_particles=3, generator=_generator(fa, 6)
+        )
 
     inputs = (fa.q_loc.clone().requires_grad_(True), fa.q_scale.log().clone().requires_grad_(True))
     assert torch.autograd.gradcheck(fn, inputs)

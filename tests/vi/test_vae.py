@@ -51,12 +51,22 @@ def test_analytic_and_monte_carlo_kl_agree(device):
     model = VAE(10, 3, hidden_sizes=(16,)).to(device)
     x = _data(device, n=1).expand(3000, 10)
     with torch.no_grad():
-        exact_kl = model.elbo(x, num_particles=1, generator=torch.Generator(device=device).manual_seed(1))
-        mc = model.elbo(x, analytic_kl=False, generator=torch.Generator(device=device).manual_seed(2))
+        exact_kl = model.elbo(
+            x, num_particles=1, generator=torch.Generator(device=device).manual_seed(1)
+        )
+        mc = model.elbo(
+            x, analytic_kl=False, generator=torch.Generator(device=device).manual_seed(2)
+        )
         # Same noise for the likelihood term, so analytic minus MC is the KL estimation error.
-        model_kl = model.elbo(x, analytic_kl=False, generator=torch.Generator(device=device).manual_seed(1))
+        model_kl = model.elbo(
+            x, analytic_kl=False, generator=torch.Generator(device=device).manual_seed(1)
+        )
     diff = (model_kl - exact_kl).double()
-    assert_z(diff.mean(), torch.zeros((), dtype=torch.float64, device=device), diff.std() / math.sqrt(len(diff)))
+    assert_z(
+        diff.mean(),
+        torch.zeros((), dtype=torch.float64, device=device),
+        diff.std() / math.sqrt(len(diff)),
+    )
     assert_z(mc.double().mean(), exact_kl.double().mean(), mc.double().std() / math.sqrt(len(mc)))
 
 
