@@ -15,12 +15,14 @@ Rows:
 Usage::
 
     python benchmarks/vae.py [--batch-size 128] [--hidden 256,128] [--latent-dim 2]
-                             [--steps 300] [--warmup 30] [--repeats 3] [--device cpu]
-                             [--threads N] [--json PATH]
+                             [--steps 300] [--warmup 30] [--repeats 3] [--block 10]
+                             [--device cpu|cuda] [--threads N] [--pyro-validation]
+                             [--json PATH]
 
-Each repeat of each method starts from the same weights and seed, runs ``warmup`` untimed
-then ``steps`` timed steps; repeats are interleaved (A B C D A B C D ...) so machine noise
-hits every method alike, and the median over repeats is reported.
+Each repeat trains every method afresh from the same weights and seed: ``warmup`` untimed
+steps, then ``steps`` timed steps. The timed steps are interleaved in blocks of ``block``
+steps (A B C D A B C D ...), so machine noise (bursts of other load, a VM's stolen time)
+hits every method alike; each method's time per step is the median over repeats.
 """
 
 from __future__ import annotations
@@ -323,11 +325,8 @@ def main(argv: list[str] | None = None) -> dict:
         device = torch.device("cpu")
     if pyro is not None:
         pyro.enable_validation(args.pyro_validation)
-        # JitTrace_ELBO emits TracerWarnings and friends; silence them here only.
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", module=r"pyro\..*")
-        warnings.filterwarnings("ignore", module=r"torch\.jit\..*")
 
+    load_average = os.getloadavg()[0]
     data, data_note = load_data(device)
     torch.manual_seed(args.seed)
     init = VAE(data.shape[1], args.latent_dim, args.hidden_sizes, likelihood="bernoulli").to(device)
@@ -337,19 +336,21 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"VAE {data.shape[1]} -> {args.hidden_sizes} -> {args.latent_dim} (Tanh), batch "
         f"{args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up, "
-        f"{args.repeats} repeats interleaved in blocks of {args.block} steps; device {device}, torch threads "
-        f"{torch.get_num_threads()}; data: {data_note}"
+        f"{args.repeats} repeats interleaved in blocks of {args.block} steps\n"
+        f"device {device}, torch threads {torch.get_num_threads()}; data: {data_note}"
     )
     print(
         f"torch {torch.__version__}, bayestorch {bayestorch.__version__}, "
         f"pyro {pyro.__version__ if pyro is not None else 'not installed'}, "
         f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.2f} (busy CPUs slow multi-threaded torch a lot)\n"
+        f"{load_average:.2f} (busy CPUs slow multi-threaded torch a lot)\n"
     )
 
     with warnings.catch_warnings():
-        if pyro is not None:
-            warnings.simplefilter("ignore")  # JIT warnings come from several modules
+        # JitTrace_ELBO's tracing warns (TracerWarning; torch.jit.trace is deprecated in
+        # recent torch): silenced here, in the benchmark only.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated")
         for _ in range(args.repeats):
             run_repeat(rows, init, batches, args, data)
 
@@ -388,8 +389,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"sampled z); plain torch and bayestorch use it in closed form. "
         f"'bayestorch (MC KL)' (analytic_kl=False) is the like-for-like row for Pyro.\n"
         f"* Pyro's loss is summed over the batch (reported divided by the batch size); "
-        f"Adam is scale-invariant up to eps. Pyro draws from the global RNG, plain torch and "
-        f"bayestorch from a torch.Generator with the same seed (so their draws coincide).\n"
+        f"Adam is scale-invariant up to eps; pyro.optim.Adam keeps one torch Adam per "
+        f"parameter. Every method draws its noise from its own RNG seeded alike (a Generator; "
+        f"for Pyro a private state of the global RNG), so plain torch = bayestorch and "
+        f"bayestorch (MC KL) = pyro Trace_ELBO to float rounding.\n"
         f"* Pyro validation: {'on' if args.pyro_validation else 'off'} "
         f"(--pyro-validation to turn it on); JIT warnings are suppressed."
     )
@@ -404,7 +407,7 @@ def main(argv: list[str] | None = None) -> dict:
             "python": platform.python_version(),
         },
         "cpu_count": os.cpu_count(),
-        "load_average_start": os.getloadavg()[0],
+        "load_average_1min_at_start": load_average,
         "data": data_note,
         "results": results,
     }

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
-__all__ = ["draw", "make_generator", "rand_open01"]
+__all__ = ["check_generator_device", "draw", "make_generator", "rand_open01"]
 
 
 def make_generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
@@ -43,7 +43,8 @@ def rand_open01(
     return u.clamp(min=info.tiny, max=1.0 - info.eps / 2)
 
 
-def _check_generator_device(generator: torch.Generator | None, device: torch.device) -> None:
+def check_generator_device(generator: torch.Generator | None, device: torch.device) -> None:
+    """Raise ``ValueError`` naming both devices when ``generator`` cannot draw on ``device``."""
     if generator is not None and generator.device.type != device.type:
         raise ValueError(
             f"generator is on {generator.device} but the distribution's parameters are on "
@@ -82,11 +83,11 @@ def draw(
         )
     base = distribution.base_dist if isinstance(distribution, Independent) else distribution
     if isinstance(base, Normal):
-        _check_generator_device(generator, base.loc.device)
+        check_generator_device(generator, base.loc.device)
         shape = distribution._extended_shape(sample_shape)
         return base.loc + base.scale * _standard_normal(shape, base.loc, generator)
     if isinstance(distribution, MultivariateNormal):
-        _check_generator_device(generator, distribution.loc.device)
+        check_generator_device(generator, distribution.loc.device)
         shape = distribution._extended_shape(sample_shape)
         eps = _standard_normal(shape, distribution.loc, generator)
         return distribution.loc + (
