@@ -52,19 +52,14 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically."""
+def atomic_write(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename: all or nothing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    payload = buffer.getvalue()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(_MAGIC)
-            f.write(hashlib.sha256(payload).digest())
-            f.write(payload)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -73,6 +68,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    return atomic_write(path, _MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:

@@ -12,10 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import sys
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from bayestorch.experiment.checkpoint import (
+    atomic_write,
     checkpoint_path,
     list_checkpoints,
     load_latest,
@@ -73,16 +72,7 @@ def _derived_seed(seed: int, name: str) -> int:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text.encode())
 
 
 def _jsonable(value: Any) -> Any:
