@@ -24,6 +24,7 @@ import torch
 
 __all__ = [
     "CheckpointError",
+    "atomic_write",
     "list_checkpoints",
     "load_checkpoint",
     "load_latest",

@@ -95,8 +95,10 @@ class VAE(nn.Module):
         )
         if likelihood == "gaussian":
             self.log_obs_scale = nn.Parameter(torch.zeros(data_dim))
-        self.register_buffer("prior_loc", torch.zeros(latent_dim))
-        self.register_buffer("prior_scale", torch.ones(latent_dim))
+        # The prior is fixed at N(0, I) (elbo's closed-form KL relies on it); buffers only so
+        # that it follows the module's device and dtype, and not saved in the state_dict.
+        self.register_buffer("prior_loc", torch.zeros(latent_dim), persistent=False)
+        self.register_buffer("prior_scale", torch.ones(latent_dim), persistent=False)
 
     def prior(self) -> Distribution:
         """p(z) = N(0, I); batch shape ``()``, event shape ``(latent_dim,)``."""
@@ -132,10 +134,10 @@ class VAE(nn.Module):
         return Independent(Normal(out, self.log_obs_scale.exp(), validate_args=False), 1)
 
     def _log_likelihood_fn(self, x: Tensor):
-        return lambda z: self.decode(z).log_prob(x)
+        return lambda z: self._log_likelihood(z, x)
 
     def _log_likelihood(self, z: Tensor, x: Tensor) -> Tensor:
-        """log p(x | z) without building Distribution objects (the training hot path)."""
+        """``decode(z).log_prob(x)`` without building Distribution objects (the hot path)."""
         out = self._decoder_output(z)
         if self.likelihood == "bernoulli":
             target = x.expand_as(out)
