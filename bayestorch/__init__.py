@@ -1,17 +1,54 @@
 """bayestorch: differentiable probabilistic modelling on PyTorch.
 
-Subpackages, by section of the talk:
+Subpackages, by section of the talk (imported on first attribute access, so
+``import bayestorch as bt`` stays cheap and ``bt.gp`` just works):
 
 * ``bayestorch.vi`` — variational inference: ELBO, IWAE bound, VAE.
-* ``bayestorch.mcmc`` — MCMC kernels and diagnostics (ESS, MCSE).
+* ``bayestorch.mc`` — Monte Carlo: rejection, adaptive rejection, importance sampling, resampling.
+* ``bayestorch.mcmc`` — MCMC kernels, warm-up adaptation, diagnostics and the ``sample`` runner.
+* ``bayestorch.gumbel`` — Gumbel-max, Gumbel-softmax, Gumbel-top-k, stochastic beam search.
+* ``bayestorch.distributions`` — torch-compatible families torch lacks; the reparameterisation table.
+* ``bayestorch.gp`` — kernels (RBF, Matérn, NNGP, NTK) and exact GP regression.
+* ``bayestorch.dpp`` — determinantal point processes and DPP mini-batch samplers.
+* ``bayestorch.ssm`` — Kalman filter/smoother, particle filter, LSTM-Kalman filter.
+* ``bayestorch.gan`` — latent priors, GAN losses, Bayesian GAN.
 * ``bayestorch.testing`` — goodness-of-fit and MCSE assertions for users' own samplers.
-* ``bayestorch.utils`` — explicit randomness (generators, open-interval uniforms), checks.
+* ``bayestorch.utils`` — explicit randomness, input checks, safe Cholesky.
 * ``bayestorch.experiment`` — the experiment shell (configs, run directories, checkpoints);
-  the only part that reads files or prints, imported on demand.
+  the only part that reads files or prints.
 """
 
-from bayestorch import mcmc, testing, utils, vi
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "mcmc", "testing", "utils", "vi"]
+_SUBPACKAGES = (
+    "distributions",
+    "dpp",
+    "experiment",
+    "gan",
+    "gp",
+    "gumbel",
+    "mc",
+    "mcmc",
+    "ssm",
+    "testing",
+    "utils",
+    "vi",
+)
+
+__all__ = ["__version__", *_SUBPACKAGES]
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'bayestorch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBPACKAGES))

@@ -2,9 +2,18 @@
 
 Each module here defines a ``Config`` dataclass (extending
 ``bayestorch.experiment.ExperimentConfig``) and ``run(cfg, ctx)``; the config's
-``experiment:`` key picks the module from this registry.
+``experiment:`` key picks the module from this registry (imported on demand).
 """
 
 REGISTRY: dict[str, str] = {
     "vae": "experiments.vae",
+    "posterior": "experiments.posterior",
+    "samplers": "experiments.samplers",
+    "gumbel_vae": "experiments.gumbel_vae",
+    "stochastic_beam": "experiments.stochastic_beam",
+    "nngp_digits": "experiments.nngp_digits",
+    "gp_co2": "experiments.gp_co2",
+    "dpp_minibatch": "experiments.dpp_minibatch",
+    "kalman_nile": "experiments.kalman_nile",
+    "lstm_kalman": "experiments.lstm_kalman",
 }

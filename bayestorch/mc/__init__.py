@@ -1,0 +1,1 @@
+"""Monte Carlo: rejection, adaptive rejection, importance sampling and resampling schemes."""
