@@ -11,7 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from bayestorch.mcmc import effective_sample_size, mcse_mean
+from bayestorch.mcmc.diagnostics import (
+    effective_sample_size,
+    ess_bulk,
+    ess_quantile,
+    ess_tail,
+    format_summary,
+    mcse_mean,
+    mcse_sd,
+    rank_normalize,
+    rhat,
+    summary,
+)
 from bayestorch.testing import assert_z
 
 
@@ -168,3 +179,233 @@ def test_bad_shapes_raise():
         effective_sample_size(torch.zeros(10))
     with pytest.raises(ValueError, match="4 draws"):
         mcse_mean(torch.zeros(2, 3))
+
+
+# ---------------------------------------------------------------------------------------
+# Rank-normalised diagnostics (Vehtari et al. 2021) against ArviZ 0.23.
+# ---------------------------------------------------------------------------------------
+
+
+def _fixed_cases():
+    """Named fixed arrays (chains, draws, *event) covering every convention of ArviZ."""
+    rng = np.random.default_rng(2021)
+
+    def normal(*shape):
+        return torch.from_numpy(rng.normal(size=shape))
+
+    constant = normal(3, 60, 3)
+    constant[:, :, 1] = 0.25
+    discrete = torch.from_numpy(rng.poisson(1.5, size=(4, 75, 2))).to(torch.float64)
+    return {
+        # AR(1) chains, several event dims: the common case.
+        "ar1-event2x3": ar1(0.9, 4, 300, (2, 3), seed=11),
+        # Chains with different means: R-hat >> 1, tiny ESS.
+        "shifted-means": normal(4, 200, 2) + torch.tensor([0.0, 0.0, 0.0, 3.0])[:, None, None],
+        # Equal means, one chain 4x wider: only the folded (tail) R-hat sees it.
+        "different-scales": normal(4, 400) * torch.tensor([1.0, 1.0, 1.0, 4.0])[:, None],
+        # Heavy tails and an odd number of draws (the middle draw is dropped on splitting).
+        "cauchy-odd": torch.from_numpy(rng.standard_cauchy(size=(4, 301, 2))),
+        # Ties: discrete values, including a quantile that lands on tied draws.
+        "discrete-ties": discrete,
+        "rounded-ties": torch.round(2.0 * normal(2, 41, 3)) / 2.0,
+        # A constant coordinate (ESS = number of draws, R-hat and mcse_sd NaN).
+        "constant-coordinate": constant,
+        # One chain (R-hat NaN), few and odd numbers of draws.
+        "one-chain": ar1(0.5, 1, 120, (2,), seed=12),
+        "four-draws": normal(3, 4, 2),
+        "five-draws": normal(2, 5),
+        # A random walk: non-stationary, all Geyer pairs positive.
+        "random-walk": normal(3, 250).cumsum(dim=1),
+        # Odd draws where arviz.rhat (folds around the median of the split chains) and
+        # arviz.summary (around the median of all draws) differ: 1.155 against 1.019.
+        "odd-fold": torch.from_numpy(np.random.default_rng(1).normal(size=(3, 7))),
+        # Chains stuck at +-1 for half their length: bulk R-hat inf, folded R-hat 0 / 0;
+        # ArviZ takes Python's max(inf, nan) = inf.
+        "stuck-halves": torch.tensor(
+            [[-1.0, -1.0, 1.0, 1.0], [1.0, 1.0, -1.0, -1.0]], dtype=torch.float64
+        ),
+        # Integer input (float64 output).
+        "integer": torch.from_numpy(rng.integers(0, 6, size=(3, 50, 2))),
+    }
+
+
+_CASES = _fixed_cases()
+
+
+def _quiet(function, *args, **kwargs):
+    # ArviZ (and numpy inside it) warns on constant arrays and single chains; the suite
+    # runs with -W error.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return function(*args, **kwargs)
+
+
+def _assert_equal_arviz(actual, expected, rtol=1e-10):
+    np.testing.assert_allclose(actual.cpu().numpy(), expected, rtol=rtol, atol=0.0)
+
+
+@pytest.mark.parametrize("case", list(_CASES))
+def test_rank_normalize_matches_scipy(case):
+    stats = pytest.importorskip("scipy.stats")
+    special = pytest.importorskip("scipy.special")
+    x = _CASES[case]
+    pooled = x.double().numpy().reshape(x.shape[0] * x.shape[1], -1)
+    ranks = stats.rankdata(pooled, method="average", axis=0)
+    expected = special.ndtri((ranks - 3.0 / 8.0) / (pooled.shape[0] + 0.25)).reshape(x.shape)
+    _assert_equal_arviz(rank_normalize(x), expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("case", list(_CASES))
+def test_diagnostics_match_arviz(case):
+    az = _arviz()
+    x = _CASES[case]
+    expected = {
+        "bulk": lambda a, y: _quiet(a.ess, y, method="bulk"),
+        "tail": lambda a, y: _quiet(a.ess, y, method="tail"),
+        "tail10": lambda a, y: _quiet(a.ess, y, method="tail", prob=0.1),
+        "q30": lambda a, y: _quiet(a.ess, y, method="quantile", prob=0.3),
+        "rhat": lambda a, y: _quiet(a.rhat, y, method="rank"),
+        "mcse_mean": lambda a, y: _quiet(a.mcse, y, method="mean"),
+        "mcse_sd": lambda a, y: _quiet(a.mcse, y, method="sd"),
+    }
+    actual = {
+        "bulk": ess_bulk(x),
+        "tail": ess_tail(x),
+        "tail10": ess_tail(x, prob=0.1),
+        "q30": ess_quantile(x, 0.3),
+        "rhat": rhat(x),
+        "mcse_mean": mcse_mean(x),
+        "mcse_sd": mcse_sd(x),
+    }
+    for key, value in actual.items():
+        assert value.shape == x.shape[2:] and value.dtype == torch.float64, key
+        _assert_equal_arviz(value, _arviz_per_coordinate(az, x, expected[key]))
+
+
+@pytest.mark.parametrize("case", list(_CASES))
+def test_summary_matches_arviz_summary(case):
+    az = _arviz()
+    x = _CASES[case]
+    stats = summary(x)
+    expected = _quiet(az.summary, x.numpy(), round_to="none")
+    assert list(stats) == list(expected.columns)
+    for key, value in stats.items():
+        assert value.shape == x.shape[2:], key
+        _assert_equal_arviz(value.reshape(-1), expected[key].to_numpy())
+
+
+def test_summary_hdi_prob_and_agreement_with_the_separate_functions():
+    az = _arviz()
+    x = _CASES["ar1-event2x3"]
+    stats = summary(x, hdi_prob=0.8)
+    expected = _quiet(az.summary, x.numpy(), round_to="none", hdi_prob=0.8)
+    for key in ("hdi_10%", "hdi_90%"):
+        _assert_equal_arviz(stats[key].reshape(-1), expected[key].to_numpy())
+    # Shared sorts and the batched FFT give the same numbers as the separate functions
+    # (R-hat too: with an even number of draws both fold around the same median).
+    for key, function in [
+        ("mcse_mean", mcse_mean),
+        ("mcse_sd", mcse_sd),
+        ("ess_bulk", ess_bulk),
+        ("ess_tail", ess_tail),
+        ("r_hat", rhat),
+    ]:
+        torch.testing.assert_close(stats[key], function(x), rtol=1e-12, atol=0.0)
+
+
+def test_tail_rhat_catches_different_scales_that_bulk_rhat_misses():
+    # Vehtari et al. (2021), Sec. 4.2: chains with equal locations but one 4x wider. The
+    # 1.01 threshold is the paper's recommendation; the effect here is far beyond noise.
+    x = _CASES["different-scales"]
+    from bayestorch.mcmc.diagnostics import _rhat_basic, _split_last, _z_last
+
+    bulk = _rhat_basic(_z_last(_split_last(x)))  # (chains, draws) is also chains-last
+    assert bulk < 1.01 < rhat(x)
+    assert rhat(_CASES["shifted-means"]).min() > 1.01
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_summary_on_device_equals_cpu(device, dtype):
+    # Needs no ArviZ: the CPU result is checked against ArviZ above.
+    x = _CASES["constant-coordinate"].to(dtype)
+    expected = summary(x)
+    on_device = summary(x.to(device))
+    for key, value in on_device.items():
+        assert value.device.type == device.type and value.dtype == dtype, key
+        torch.testing.assert_close(
+            value.cpu(), expected[key], rtol=1e-6, atol=0.0, equal_nan=True, msg=key
+        )
+    for function in (rank_normalize, ess_bulk, ess_tail, rhat, mcse_sd):
+        result = function(x.to(device))
+        assert result.device.type == device.type and result.dtype == dtype
+        torch.testing.assert_close(result.cpu(), function(x), rtol=1e-6, atol=0.0, equal_nan=True)
+
+
+def test_non_finite_draws_give_nan_only_in_their_coordinate():
+    x = _CASES["ar1-event2x3"].clone()
+    x[1, 17, 0, 1] = float("nan")
+    x[2, 5, 1, 2] = float("inf")
+    stats = summary(x)
+    for key in ("mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "r_hat"):
+        value = stats[key]
+        assert torch.isnan(value[0, 1]) and torch.isnan(value[1, 2]), key
+        torch.testing.assert_close(value[0, 0], summary(x[:, :, 0, 0])[key], rtol=1e-12, atol=0)
+    assert torch.isnan(stats["mean"][0, 1]) and torch.isnan(stats["hdi_3%"][0, 1])
+    assert torch.isinf(stats["mean"][1, 2])
+    for function in (ess_bulk, ess_tail, rhat, mcse_sd):
+        value = function(x)
+        assert torch.isnan(value[0, 1]) and torch.isnan(value[1, 2])
+        assert torch.isfinite(value[0, 0]) and torch.isfinite(value[1, 1])
+    assert torch.isnan(rank_normalize(x)[:, :, 0, 1]).all()
+
+
+def test_bad_input_raises_clear_errors():
+    x = torch.zeros(2, 10)
+    for function in (rank_normalize, ess_bulk, ess_tail, rhat, mcse_sd, summary):
+        with pytest.raises(ValueError, match="chains, draws"):
+            function(torch.zeros(10))
+        with pytest.raises(ValueError, match="4 draws"):
+            function(torch.zeros(2, 3, 5))
+        with pytest.raises(TypeError, match="real"):
+            function(torch.zeros(2, 10, dtype=torch.complex64))
+        with pytest.raises(TypeError, match="torch.Tensor"):
+            function(np.zeros((2, 10)))
+    with pytest.raises(ValueError, match="prob"):
+        ess_quantile(x, 1.0)
+    with pytest.raises(ValueError, match="prob"):
+        ess_tail(x, prob=0.0)
+    with pytest.raises(ValueError, match="hdi_prob"):
+        summary(x, hdi_prob=1.0)
+
+
+def test_format_summary_table():
+    stats = summary(_CASES["constant-coordinate"])
+    table = format_summary(stats)
+    lines = table.splitlines()
+    assert lines[0].split() == list(stats)
+    assert [line.split()[0] for line in lines[1:4]] == ["x[0]", "x[1]", "x[2]"]
+    assert len({len(line) for line in lines[:4]}) == 1  # fixed width
+    assert "nan" in lines[2] and lines[-1].startswith("nan diagnostics")
+    named = format_summary(stats, names=["a", "b", "c"], max_rows=None)
+    assert [line.split()[0] for line in named.splitlines()[1:4]] == ["a", "b", "c"]
+
+    many = summary(_CASES["shifted-means"].repeat(1, 1, 30))  # 60 rows, all r_hat > 1.01
+    lines = format_summary(many, max_rows=6).splitlines()
+    assert [line.split()[0] for line in lines[1:8]] == [
+        "x[0]", "x[1]", "x[2]", "...", "x[57]", "x[58]", "x[59]"
+    ]  # fmt: skip
+    assert lines[8] == "(60 rows, 6 shown)" and lines[9] == "60 of 60 rows have r_hat > 1.01"
+    scalar = format_summary(summary(_CASES["five-draws"]))
+    assert scalar.splitlines()[1].split()[0] == "x"
+    two_dims = format_summary({"ess_bulk": torch.tensor([[1.0, 2.0]])}).splitlines()
+    assert two_dims == ["         ess_bulk", "x[0, 0]         1", "x[0, 1]         2"]
+
+
+def test_format_summary_rejects_bad_arguments():
+    stats = summary(_CASES["ar1-event2x3"])
+    with pytest.raises(ValueError, match="one label per coordinate"):
+        format_summary(stats, names=["a"])
+    with pytest.raises(ValueError, match="common shape"):
+        format_summary({"a": torch.zeros(2), "b": torch.zeros(3)})
+    with pytest.raises(ValueError, match="non-empty dict"):
+        format_summary({})
