@@ -1,0 +1,211 @@
+"""Kernel suite: every kernel in the registry runs the generic checks (shapes, symmetry,
+positive semi-definiteness, diag, dtype/device, batching, gradients), plus known values
+against scikit-learn's kernels and the constraint/bad-input errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import bayestorch.gp as gp
+from bayestorch.gp import (
+    RBF,
+    Kernel,
+    Linear,
+    Matern,
+    NNGPKernel,
+    NTKKernel,
+    Periodic,
+    Product,
+    RationalQuadratic,
+    Scale,
+    Sum,
+)
+
+# name -> factory; a kernel class missing here fails test_registry_is_complete.
+EXAMPLES = {
+    "RBF": lambda: RBF(lengthscale=0.7),
+    "RBF-ard": lambda: RBF(lengthscale=torch.tensor([0.5, 1.0, 2.0])),
+    "Matern12": lambda: Matern(0.5, lengthscale=0.8),
+    "Matern32": lambda: Matern(1.5, lengthscale=0.8),
+    "Matern52": lambda: Matern(2.5, lengthscale=torch.tensor([0.5, 1.0, 2.0])),
+    "RationalQuadratic": lambda: RationalQuadratic(lengthscale=0.9, alpha=1.7),
+    "Periodic": lambda: Periodic(lengthscale=1.2, period=1.5),
+    "Linear": lambda: Linear(variance=0.6),
+    "Sum": lambda: RBF(0.5) + Linear(0.3),
+    "Product": lambda: Matern(1.5, 1.0) * Periodic(1.0, 2.0),
+    "Scale": lambda: 2.5 * RBF(0.6),
+    "NNGPKernel": lambda: NNGPKernel(2, "relu", weight_var=1.6, bias_var=0.2),
+    "NNGPKernel-erf": lambda: NNGPKernel(2, "erf", weight_var=1.6, bias_var=0.2),
+    "NTKKernel": lambda: NTKKernel(2, "relu", weight_var=1.6, bias_var=0.2),
+}
+
+
+def test_registry_is_complete():
+    classes = {
+        getattr(gp, name)
+        for name in gp.__all__
+        if isinstance(getattr(gp, name), type)
+        and issubclass(getattr(gp, name), Kernel)
+        and getattr(gp, name) is not Kernel
+    }
+    covered = {type(factory()) for factory in EXAMPLES.values()}
+    assert classes <= covered, f"kernels missing from EXAMPLES: {classes - covered}"
+
+
+def _inputs(generator, *shape, dtype=torch.float64, device="cpu"):
+    return torch.randn(*shape, generator=generator, dtype=dtype).to(device)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_shapes_symmetry_psd_and_diag(name, generator, device):
+    kernel = EXAMPLES[name]().double().to(device)
+    x1 = _inputs(generator, 7, 3, device=device)
+    x2 = _inputs(generator, 5, 3, device=device)
+    k12 = kernel(x1, x2)
+    assert k12.shape == (7, 5) and k12.dtype == torch.float64 and k12.device.type == device.type
+    k11 = kernel(x1)
+    torch.testing.assert_close(k11, k11.mT)
+    assert torch.linalg.eigvalsh(k11).min() > -1e-10
+    torch.testing.assert_close(kernel(x1, diag=True), k11.diagonal())
+    x3 = _inputs(generator, 5, 3, device=device)
+    torch.testing.assert_close(kernel(x2, x3, diag=True), kernel(x2, x3).diagonal())
+    # x2 given as a distinct copy of x1 gives the same matrix as x2=None
+    torch.testing.assert_close(kernel(x1, x1.clone()), k11, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_batched_inputs_match_loop(name, generator):
+    kernel = EXAMPLES[name]().double()
+    x1 = _inputs(generator, 2, 4, 6, 3)
+    x2 = _inputs(generator, 4, 5, 3)  # broadcasts against x1's batch dims
+    batched = kernel(x1, x2)
+    assert batched.shape == (2, 4, 6, 5)
+    for i in range(2):
+        for j in range(4):
+            torch.testing.assert_close(batched[i, j], kernel(x1[i, j], x2[j]))
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_float32_follows_inputs(name, generator):
+    kernel = EXAMPLES[name]()
+    x = _inputs(generator, 4, 3, dtype=torch.float32)
+    assert kernel(x).dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_hyperparameter_gradients_gradcheck(name, generator):
+    """gradcheck in float64 over the raw hyperparameters, diagonal included."""
+    kernel = EXAMPLES[name]().double()
+    x1 = _inputs(generator, 4, 3)
+    x2 = _inputs(generator, 3, 3)
+    names = [n for n, _ in kernel.named_parameters()]
+    values = tuple(p.detach().clone().requires_grad_(True) for _, p in kernel.named_parameters())
+
+    def fn(*raw):
+        params = dict(zip(names, raw))
+        full = torch.func.functional_call(kernel, params, (x1,))
+        cross = torch.func.functional_call(kernel, params, (x1, x2))
+        return full, cross
+
+    assert torch.autograd.gradcheck(fn, values, eps=1e-6, atol=1e-6)
+
+
+def test_values_match_sklearn(generator):
+    sk = pytest.importorskip("sklearn.gaussian_process.kernels")
+    x1 = _inputs(generator, 6, 1)
+    x2 = _inputs(generator, 4, 1)
+    a, b = x1.numpy(), x2.numpy()
+
+    def t(value):  # float64 hyperparameters, so both sides use the same numbers
+        return torch.tensor(value, dtype=torch.float64)
+
+    pairs = [
+        (RBF(t(0.7)), sk.RBF(0.7)),
+        (Matern(0.5, t(0.8)), sk.Matern(0.8, nu=0.5)),
+        (Matern(1.5, t(0.8)), sk.Matern(0.8, nu=1.5)),
+        (Matern(2.5, t(0.8)), sk.Matern(0.8, nu=2.5)),
+        (RationalQuadratic(t(0.9), t(1.7)), sk.RationalQuadratic(0.9, 1.7)),
+        (Periodic(t(1.2), t(1.5)), sk.ExpSineSquared(1.2, 1.5)),
+        (Linear(t(1.0)), sk.DotProduct(sigma_0=0.0)),
+        (t(2.5) * RBF(t(0.6)) + Linear(t(1.0)), 2.5 * sk.RBF(0.6) + sk.DotProduct(0.0)),
+        (RBF(t(0.6)) * Periodic(t(1.0), t(2.0)), sk.RBF(0.6) * sk.ExpSineSquared(1.0, 2.0)),
+    ]
+    for ours, theirs in pairs:
+        expected = torch.from_numpy(theirs(a, b))
+        torch.testing.assert_close(ours.double()(x1, x2), expected, atol=1e-12, rtol=1e-10)
+
+
+def test_known_values_by_hand():
+    x = torch.tensor([[0.0, 0.0], [3.0, 4.0]], dtype=torch.float64)  # distance 5
+    r = 5.0 / 2.0
+    k = Matern(1.5, lengthscale=2.0).double()(x)
+    assert k[0, 1].item() == pytest.approx((1 + math.sqrt(3) * r) * math.exp(-math.sqrt(3) * r))
+    k = RBF(lengthscale=2.0).double()(x)
+    assert k[0, 1].item() == pytest.approx(math.exp(-0.5 * r**2))
+    assert k[0, 0].item() == 1.0
+
+
+def test_operators_build_composites():
+    a, b = RBF(), Linear()
+    assert isinstance(a + b, Sum) and isinstance(a * b, Product)
+    assert isinstance(3.0 * a, Scale) and isinstance(a * 3.0, Scale)
+    assert (3.0 * a).variance.item() == pytest.approx(3.0)
+    assert len(list((a + b).parameters())) == 2
+
+
+def test_hyperparameters_stay_positive_under_optimisation(generator):
+    kernel = RBF(0.5).double()
+    x = _inputs(generator, 5, 2)
+    opt = torch.optim.SGD(kernel.parameters(), lr=100.0)
+    kernel(x).sum().backward()  # pushes the lengthscale up; a huge negative raw is fine too
+    opt.step()
+    assert kernel.lengthscale.item() > 0
+    kernel.set_positive("lengthscale", 0.25)
+    assert kernel.lengthscale.item() == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RBF(lengthscale=0.0),
+        lambda: Matern(1.5, lengthscale=-1.0),
+        lambda: RationalQuadratic(alpha=0.0),
+        lambda: Periodic(period=float("nan")),
+        lambda: Linear(variance=-2.0),
+        lambda: Scale(RBF(), variance=0.0),
+        lambda: RBF(lengthscale=torch.tensor([1.0, -1.0])),
+        lambda: NNGPKernel(2, weight_var=0.0),
+        lambda: NTKKernel(2, bias_var=-0.1),
+    ],
+)
+def test_non_positive_hyperparameters_raise(make):
+    with pytest.raises(ValueError, match="must be positive"):
+        make()
+
+
+def test_set_positive_rejects_non_positive():
+    with pytest.raises(ValueError, match="lengthscale must be positive"):
+        RBF().set_positive("lengthscale", -1.0)
+
+
+def test_bad_inputs_raise_clear_errors():
+    kernel = RBF()
+    with pytest.raises(ValueError, match=r"same last dim.*\(4, 3\) and \(2, 2\)"):
+        kernel(torch.randn(4, 3), torch.randn(2, 2))
+    x = torch.randn(4, 3)
+    x[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"x1 of shape \(4, 3\) holds NaN"):
+        kernel(x)
+    with pytest.raises(ValueError, match="x2 of shape .* holds NaN"):
+        kernel(torch.randn(4, 3), x)
+    with pytest.raises(ValueError, match="diag=True needs as many points"):
+        kernel(torch.randn(4, 3), torch.randn(2, 3), diag=True)
+    with pytest.raises(TypeError, match="floating-point"):
+        kernel(torch.ones(3, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="lengthscale has shape"):
+        RBF(lengthscale=torch.ones(2))(torch.randn(4, 3))
+    with pytest.raises(ValueError, match="nu must be"):
+        Matern(nu=2.0)
