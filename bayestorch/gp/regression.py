@@ -20,7 +20,6 @@ References:
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Literal, NamedTuple
 
 import torch
@@ -88,11 +87,7 @@ def gp_posterior(
 def _cholesky(kernel: Kernel, x: Tensor, noise_var: Tensor, warn: bool) -> Tensor:
     gram = kernel(x)
     eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    with warnings.catch_warnings():
-        # safe_cholesky formats the jitter of a matrix that requires grad with float(), which
-        # torch flags; the jitter report itself (a RuntimeWarning) still goes through.
-        warnings.filterwarnings("ignore", "Converting a tensor with requires_grad", UserWarning)
-        return safe_cholesky(gram + noise_var.to(gram) * eye, name=_MATRIX_NAME, warn=warn)
+    return safe_cholesky(gram + noise_var.to(gram) * eye, name=_MATRIX_NAME, warn=warn)
 
 
 class _GaussianLogEvidence(torch.autograd.Function):

@@ -53,11 +53,12 @@ def safe_cholesky(
     factor, info = torch.linalg.cholesky_ex(matrix)
     if not bool((info != 0).any()):
         return factor
-    if not bool(torch.isfinite(matrix).all()):
+    if not bool(torch.isfinite(matrix.detach()).all()):
         raise NotPSDError(f"{name} of shape {tuple(matrix.shape)} holds NaN or inf")
     if jitter is None:
         jitter = 1e-8 if matrix.dtype == torch.float64 else 1e-6
-    scale = matrix.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1e-30)
+    # The jitter is a numerical repair, not a function of the parameters: no gradient.
+    scale = matrix.detach().diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1e-30)
     eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
     failed = info != 0
     for attempt in range(max_tries):
@@ -78,5 +79,5 @@ def safe_cholesky(
     raise NotPSDError(
         f"{name} of shape {tuple(matrix.shape)} is not positive definite even with diagonal "
         f"jitter {float((jitter * 10.0 ** (max_tries - 1) * scale).max()):.3g}; "
-        f"smallest eigenvalue {float(torch.linalg.eigvalsh(symmetrize(matrix)).min()):.3g}"
+        f"smallest eigenvalue {float(torch.linalg.eigvalsh(symmetrize(matrix.detach())).min()):.3g}"
     )
