@@ -167,30 +167,30 @@ def nuts_step(
         for leaf in range(2**level):
             live = active & ~sub_done
             new = leapfrog(current, log_prob_fn, signed_eps, inverse_mass_matrix, dense)
-            energy = -new.log_prob + kinetic_energy(new.momentum, inverse_mass_matrix, dense)
+            # Values of chains that are not live are never used (masked at the merge), so
+            # only the state that must stay finite is selected.
+            momentum = new.momentum
+            psharp = velocity(momentum, inverse_mass_matrix, dense)
+            energy = 0.5 * (momentum * psharp).sum(-1) - new.log_prob
             delta = energy - energy0
             is_div = live & ~(delta <= divergence_threshold)  # NaN counts as divergent
             ok = live & ~is_div
             # Never step on from a NaN point: a diverged chain keeps its last valid leaf.
             current = select(ok, new, current)
             leaf_log_weight = torch.where(ok, -delta, -torch.inf)
-            sum_accept = sum_accept + torch.where(
-                live, (-delta).clamp(max=0).exp(), 0.0
-            ).nan_to_num(0.0)
+            # Stan's acceptance statistic: min(1, e^{-ΔH}) per new leaf (0 if divergent).
+            sum_accept = sum_accept + leaf_log_weight.clamp(max=0.0).exp()
             num_steps = num_steps + live.long()
 
+            # Uniform progressive sampling within the subtree (non-ok leaves weigh e^-inf).
             combined = torch.logaddexp(sub_log_weight, leaf_log_weight)
-            take = ok & (uniform().log() < leaf_log_weight - combined)
-            sub_proposal = select(
-                take, HMCState(new.position, new.log_prob, new.log_prob_grad), sub_proposal
-            )
+            take = uniform().log() < leaf_log_weight - combined
+            leaf_state = HMCState(new.position, new.log_prob, new.log_prob_grad)
+            sub_proposal = select(take, leaf_state, sub_proposal)
             sub_energy = torch.where(take, energy, sub_energy)
-            sub_log_weight = torch.where(ok, combined, sub_log_weight)
-            # (Chains that are not live carry stale sums: they are discarded at the merge.)
-            momentum = current.momentum
+            sub_log_weight = combined
             rho_before = sub_rho
             sub_rho = sub_rho + momentum
-            psharp = velocity(momentum, inverse_mass_matrix, dense)
             if leaf == 0:
                 first_momentum, first_psharp = momentum, psharp
             starts = _trailing(leaf, 0, max_tree_depth) + 1  # blocks that start at this leaf

@@ -19,9 +19,12 @@ def select(mask: Tensor, new: StateT, old: StateT) -> StateT:
 
     Works field by field on ``NamedTuple``s of tensors with a leading chain dim.
     """
+    masks = {1: mask}  # one unsqueezed mask per field rank, not one reshape per field
     fields = []
     for a, b in zip(new, old):
-        m = mask.reshape(mask.shape + (1,) * (a.dim() - 1))
+        m = masks.get(a.dim())
+        if m is None:
+            m = masks[a.dim()] = mask.reshape(mask.shape + (1,) * (a.dim() - 1))
         fields.append(torch.where(m, a, b))
     return type(new)(*fields)
 

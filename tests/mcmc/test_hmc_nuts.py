@@ -129,8 +129,8 @@ def _assert_moments(result, target):
 @pytest.mark.parametrize("chains", [1, 16])
 def test_correlated_gaussian_moments(kind, chains):
     target = correlated_2d()
-    draws = 3000 // chains * 2 if chains == 1 else 400
-    result = _draws(kind, target, chains, 400, max(draws, 400), seed=3, mass_matrix="dense")
+    draws = 1000 if chains == 1 else 200
+    result = _draws(kind, target, chains, 200, draws, seed=3, mass_matrix="dense")
     assert int(result.num_divergent.sum()) == 0
     _assert_moments(result, target)
 
@@ -139,8 +139,10 @@ def test_correlated_gaussian_moments(kind, chains):
 @pytest.mark.parametrize("chains", [1, 8])
 def test_ill_conditioned_gaussian_moments(kind, chains):
     target = ill_conditioned_gaussian(dim=100, condition_number=1e4)
-    draws = 1500 if chains == 1 else 300
-    result = _draws(kind, target, chains, 500, draws, seed=4)
+    # One chain needs the longer run: fixed-length HMC on a whitened Gaussian is close to
+    # periodic, and the MCSE of the second moment is only trustworthy with enough draws.
+    draws = 1000 if chains == 1 else 150
+    result = _draws(kind, target, chains, 400 if chains == 1 else 300, draws, seed=4)
     assert int(result.num_divergent.sum()) == 0
     _assert_moments(result, target)
     # Windowed adaptation found the scales: adapted variances track the true ones.
@@ -173,8 +175,8 @@ def test_centred_funnel_diverges_non_centred_does_not():
         target = Funnel(dim=10, centred=centred)
         x0 = torch.randn(4, 10, generator=g, dtype=F64) * 0.5
         result = sample(
-            target.log_prob, x0, "nuts", num_warmup=300, num_samples=300, generator=g,
-            progress=False,
+            target.log_prob, x0, "nuts", num_warmup=150, num_samples=150, generator=g,
+            progress=False, max_tree_depth=6,
         )
         return int(result.num_divergent.sum())
 

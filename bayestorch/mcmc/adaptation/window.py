@@ -17,20 +17,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from bayestorch.mcmc.adaptation.dual_averaging import DualAveragingState, da_init
-from bayestorch.mcmc.adaptation.mass_matrix import WelfordState, welford_init
+from bayestorch.mcmc.adaptation.dual_averaging import DualAveragingState
+from bayestorch.mcmc.adaptation.mass_matrix import WelfordState
 
-__all__ = ["WindowAdaptationState", "window_init"]
+__all__ = ["WindowAdaptationState", "pool_accept_prob"]
 
 
 class WindowAdaptationState(NamedTuple):
     dual_averaging: DualAveragingState
     welford: WelfordState
-
-
-def window_init(step_size: Tensor, position: Tensor, dense: bool, per_chain: bool):
-    """Fresh state; ``step_size`` already has the pooled ``()`` or per-chain ``(chains,)`` shape."""
-    return WindowAdaptationState(da_init(step_size), welford_init(position, dense, per_chain))
 
 
 def pool_accept_prob(accept_prob: Tensor, per_chain: bool) -> Tensor:
