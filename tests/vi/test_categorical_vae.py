@@ -71,7 +71,7 @@ def _enumerate(model, x):
     """Exact ELBO and log p(x) by summing over all latent configurations."""
     log_q = model.posterior_logits(x)  # (batch, N, K)
     n, k = model.num_latents, model.num_categories
-    configs = torch.tensor(list(itertools.product(range(k), repeat=n)))  # (k^n, N)
+    configs = torch.tensor(list(itertools.product(range(k), repeat=n)), device=x.device)
     z = F.one_hot(configs, k).to(x.dtype)  # (k^n, N, K)
     log_lik = model.log_likelihood(z.unsqueeze(1).expand(-1, len(x), -1, -1), x)  # (k^n, batch)
     log_q_z = (z.unsqueeze(1) * log_q).sum((-2, -1))  # (k^n, batch)
