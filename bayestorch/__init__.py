@@ -7,7 +7,7 @@ Subpackages, by section of the talk (imported on first attribute access, so
 * ``bayestorch.mc`` — Monte Carlo: rejection, adaptive rejection, importance sampling, resampling.
 * ``bayestorch.mcmc`` — MCMC kernels, warm-up adaptation, diagnostics and the ``sample`` runner.
 * ``bayestorch.gumbel`` — Gumbel-max, Gumbel-softmax, Gumbel-top-k, stochastic beam search.
-* ``bayestorch.distributions`` — torch-compatible families torch lacks; the reparameterisation table.
+* ``bayestorch.distributions`` — families torch lacks (Rademacher); the reparameterisation table.
 * ``bayestorch.gp`` — kernels (RBF, Matérn, NNGP, NTK) and exact GP regression.
 * ``bayestorch.dpp`` — determinantal point processes and DPP mini-batch samplers.
 * ``bayestorch.ssm`` — Kalman filter/smoother, particle filter, LSTM-Kalman filter.

@@ -11,8 +11,8 @@ import pytest
 import torch
 from scipy import stats
 
-import bayestorch.mcmc.integrators as integrators
 import bayestorch.mcmc.hmc as hmc_module
+import bayestorch.mcmc.integrators as integrators
 import bayestorch.mcmc.nuts as nuts_module
 from bayestorch.mcmc import HMC, NUTS, sample
 from bayestorch.testing import assert_ks, assert_mcmc_mean, ks_pvalue
@@ -91,9 +91,7 @@ def _symplectic_euler(state, log_prob_fn, step_size, inverse_mass_matrix, dense)
     return integrators.IntegratorState(position, momentum, log_prob, grad)
 
 
-@pytest.mark.parametrize(
-    "kind, broken", [("hmc", "no_metropolis"), ("nuts", "irreversible")]
-)
+@pytest.mark.parametrize("kind, broken", [("hmc", "no_metropolis"), ("nuts", "irreversible")])
 def test_invariance_rejects_broken_kernels(kind, broken, monkeypatch):
     if broken == "no_metropolis":
         monkeypatch.setattr(hmc_module, "mh_accept", _always_accept)
@@ -112,8 +110,14 @@ def _draws(kind, target, chains, warmup, draws, seed, **kw):
         kw.setdefault("num_steps", 12)
         kw.setdefault("step_size_jitter", 0.3)
     result = sample(
-        target.log_prob, x0, kernel, num_warmup=warmup, num_samples=draws, generator=g,
-        progress=False, **kw,
+        target.log_prob,
+        x0,
+        kernel,
+        num_warmup=warmup,
+        num_samples=draws,
+        generator=g,
+        progress=False,
+        **kw,
     )
     return result
 
@@ -162,8 +166,13 @@ def test_normal_normal_conjugate_posterior():
         return -0.5 * ((t - mu0) / tau0).squeeze(-1) ** 2 - 0.5 * (((y - t) / sigma) ** 2).sum(-1)
 
     result = sample(
-        log_prob, torch.zeros(8, 1, dtype=F64), "nuts", num_warmup=300, num_samples=500,
-        generator=g, progress=False,
+        log_prob,
+        torch.zeros(8, 1, dtype=F64),
+        "nuts",
+        num_warmup=300,
+        num_samples=500,
+        generator=g,
+        progress=False,
     )
     assert_mcmc_mean(result.samples, post_mean.reshape(1), failure_rate=5e-4)
     assert_mcmc_mean((result.samples - post_mean) ** 2, torch.tensor([post_var]), failure_rate=5e-4)
@@ -175,8 +184,14 @@ def test_centred_funnel_diverges_non_centred_does_not():
         target = Funnel(dim=10, centred=centred)
         x0 = torch.randn(4, 10, generator=g, dtype=F64) * 0.5
         result = sample(
-            target.log_prob, x0, "nuts", num_warmup=150, num_samples=150, generator=g,
-            progress=False, max_tree_depth=6,
+            target.log_prob,
+            x0,
+            "nuts",
+            num_warmup=150,
+            num_samples=150,
+            generator=g,
+            progress=False,
+            max_tree_depth=6,
         )
         return int(result.num_divergent.sum())
 
