@@ -167,10 +167,20 @@ class EightSchools:
 
     def __init__(self, centred: bool = False) -> None:
         self.centred = centred
+        self._data: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+    def _observations(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        # Built once per dtype and device: a new tensor per call costs more than the model.
+        key = (like.dtype, like.device)
+        if key not in self._data:
+            self._data[key] = (
+                torch.tensor(self.y, dtype=like.dtype, device=like.device),
+                torch.tensor(self.sigma, dtype=like.dtype, device=like.device),
+            )
+        return self._data[key]
 
     def log_prob(self, x: Tensor) -> Tensor:
-        y = torch.tensor(self.y, dtype=x.dtype, device=x.device)
-        sigma = torch.tensor(self.sigma, dtype=x.dtype, device=x.device)
+        y, sigma = self._observations(x)
         mu, log_tau, rest = x[..., 0], x[..., 1], x[..., 2:]
         tau = log_tau.exp()
         lp = -0.5 * (mu / 5.0) ** 2
