@@ -10,27 +10,17 @@ all of them and a resumed run continues identically.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
 
-from bayestorch.experiment import ExperimentConfig, RunContext
-from bayestorch.experiment.data import load_image_dataset
+from bayestorch.experiment import ConfigError, ExperimentConfig, RunContext
+from bayestorch.experiment.data import ImageDataConfig, load_binarized
 from bayestorch.experiment.plots import image_grid, new_figure
 from bayestorch.vi import VAE
 from bayestorch.vi.categorical_vae import CategoricalVAE
 
 ESTIMATORS = ("relaxed", "straight_through", "gaussian")
-
-
-@dataclass
-class DataConfig:
-    name: Literal["digits", "mnist"] = "digits"
-    path: str | None = None
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    binarize_threshold: float = 0.5
 
 
 @dataclass
@@ -67,7 +57,7 @@ class EvalConfig:
 class Config(ExperimentConfig):
     experiment: str = "gumbel_vae"
     output_dir: str = "runs/gumbel_vae_digits"
-    data: DataConfig = field(default_factory=DataConfig)
+    data: ImageDataConfig = field(default_factory=ImageDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -114,15 +104,9 @@ def test_iwae(model, x, cfg: EvalConfig, generator) -> float:
 
 
 def run(cfg: Config, ctx: RunContext) -> None:
-    data = load_image_dataset(
-        cfg.data.name,
-        path=cfg.data.path,
-        test_fraction=cfg.data.test_fraction,
-        split_seed=cfg.data.split_seed,
-    )
-    threshold = cfg.data.binarize_threshold
-    train_x = (data.train_x > threshold).float().to(ctx.device)
-    test_x = (data.test_x > threshold).float().to(ctx.device)
+    if cfg.data.binarize_threshold is None:
+        raise ConfigError("data.binarize_threshold: the categorical VAE needs binary images")
+    train_x, test_x, data = load_binarized(cfg.data, ctx.device)
 
     # Every model starts from its own seeded initialisation and shuffles with its own stream.
     names = list(cfg.model.estimators)

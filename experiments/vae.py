@@ -14,18 +14,9 @@ import numpy as np
 import torch
 
 from bayestorch.experiment import ExperimentConfig, RunContext
-from bayestorch.experiment.data import load_image_dataset
+from bayestorch.experiment.data import ImageDataConfig, load_binarized
 from bayestorch.experiment.plots import image_grid, new_figure
 from bayestorch.vi import VAE
-
-
-@dataclass
-class DataConfig:
-    name: Literal["digits", "mnist"] = "digits"
-    path: str | None = None  # directory of the MNIST IDX files
-    test_fraction: float = 0.2  # digits only: MNIST has its official split
-    split_seed: int = 0
-    binarize_threshold: float | None = 0.5  # None keeps grey levels (gaussian likelihood)
 
 
 @dataclass
@@ -58,7 +49,7 @@ class EvalConfig:
 class Config(ExperimentConfig):
     experiment: str = "vae"
     output_dir: str = "runs/vae_digits"
-    data: DataConfig = field(default_factory=DataConfig)
+    data: ImageDataConfig = field(default_factory=ImageDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -86,15 +77,7 @@ def evaluate(model: VAE, x, cfg: EvalConfig, generator) -> dict[str, float]:
 
 def run(cfg: Config, ctx: RunContext) -> None:
     # Data: pixels in [0, 1], binarised at a fixed threshold for the Bernoulli decoder.
-    data = load_image_dataset(
-        cfg.data.name,
-        path=cfg.data.path,
-        test_fraction=cfg.data.test_fraction,
-        split_seed=cfg.data.split_seed,
-    )
-    threshold = cfg.data.binarize_threshold
-    prepare = (lambda x: (x > threshold).float()) if threshold is not None else (lambda x: x)
-    train_x, test_x = prepare(data.train_x).to(ctx.device), prepare(data.test_x).to(ctx.device)
+    train_x, test_x, data = load_binarized(cfg.data, ctx.device)
 
     model = VAE(
         train_x.shape[1],

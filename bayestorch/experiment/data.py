@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import gzip
 import struct
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from torch import Tensor
 
 from bayestorch.experiment.config import ConfigError
 
-__all__ = ["ImageDataset", "load_image_dataset", "read_idx"]
+__all__ = ["ImageDataConfig", "ImageDataset", "load_binarized", "load_image_dataset", "read_idx"]
 
 
 class ImageDataset(NamedTuple):
@@ -102,3 +103,30 @@ def load_image_dataset(
         raise ConfigError(f"'data.name' must be 'digits' or 'mnist', got {name!r}")
     train_x, train_y, test_x, test_y = (torch.from_numpy(np.ascontiguousarray(p)) for p in parts)
     return ImageDataset(train_x, train_y, test_x, test_y, shape)
+
+
+@dataclass
+class ImageDataConfig:
+    """The ``data:`` block of the image experiments (VAE, categorical VAE)."""
+
+    name: Literal["digits", "mnist"] = "digits"
+    path: str | None = None  # directory of the MNIST IDX files
+    test_fraction: float = 0.2  # digits only: MNIST has its official split
+    split_seed: int = 0
+    binarize_threshold: float | None = 0.5  # None keeps grey levels (gaussian likelihood)
+
+
+def load_binarized(
+    cfg: ImageDataConfig, device: torch.device | str = "cpu"
+) -> tuple[Tensor, Tensor, ImageDataset]:
+    """Train and test images ``(n, pixels)`` on ``device``, thresholded at
+    ``cfg.binarize_threshold`` (kept as grey levels when it is None), and the dataset."""
+    data = load_image_dataset(
+        cfg.name, path=cfg.path, test_fraction=cfg.test_fraction, split_seed=cfg.split_seed
+    )
+    threshold = cfg.binarize_threshold
+
+    def prepare(x: Tensor) -> Tensor:
+        return ((x > threshold).float() if threshold is not None else x).to(device)
+
+    return prepare(data.train_x), prepare(data.test_x), data

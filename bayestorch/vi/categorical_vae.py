@@ -31,13 +31,13 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Bernoulli, Distribution, Independent, Normal, OneHotCategorical
+from torch.distributions import Distribution, Independent, OneHotCategorical
 
 from bayestorch.gumbel import GumbelSoftmax, gumbel_max
 from bayestorch.utils.checks import check_last_dim
-from bayestorch.utils.random import check_generator_device
+from bayestorch.utils.random import check_generator_device, draw
 from bayestorch.vi.elbo import elbo, iwae_bound
-from bayestorch.vi.vae import mlp
+from bayestorch.vi.vae import mlp, observation_distribution, observation_log_prob
 
 __all__ = ["CategoricalVAE"]
 
@@ -173,21 +173,14 @@ class CategoricalVAE(nn.Module):
 
     def decode(self, z: Tensor) -> Distribution:
         """p(x | z) for one-hot (or relaxed) latents; event ``(data_dim,)``."""
-        out = self._decoder_output(z)
-        if self.likelihood == "bernoulli":
-            return Independent(Bernoulli(logits=out, validate_args=False), 1)
-        return Independent(Normal(out, self.log_obs_scale.exp(), validate_args=False), 1)
+        return observation_distribution(self._decoder_output(z), self.likelihood, self._obs_scale())
 
     def log_likelihood(self, z: Tensor, x: Tensor) -> Tensor:
         """``log p(x | z)`` without Distribution objects. Shape: ``z.shape[:-2]``."""
-        out = self._decoder_output(z)
-        if self.likelihood == "bernoulli":
-            return -F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none").sum(
-                -1
-            )
-        log_scale = self.log_obs_scale
-        sq = ((x - out) * torch.exp(-log_scale)).square()
-        return -0.5 * sq.sum(-1) - log_scale.sum() - 0.5 * self.data_dim * math.log(2 * math.pi)
+        return observation_log_prob(self._decoder_output(z), x, self.likelihood, self._obs_scale())
+
+    def _obs_scale(self) -> Tensor | None:
+        return self.log_obs_scale if self.likelihood == "gaussian" else None
 
     def _kl_to_uniform(self, log_q: Tensor) -> Tensor:
         # KL(q || uniform) = sum_k q_k (log q_k + log K), summed over the latents.
@@ -267,15 +260,7 @@ class CategoricalVAE(nn.Module):
         )
         z = F.one_hot(gumbel_max(logits, generator=generator), self.num_categories).to(ref.dtype)
         likelihood = self.decode(z)
-        if mean:
-            return likelihood.mean
-        probs = likelihood.base_dist.probs if self.likelihood == "bernoulli" else None
-        if probs is not None:
-            return torch.bernoulli(probs, generator=generator)
-        loc, scale = likelihood.base_dist.loc, likelihood.base_dist.scale
-        return loc + scale * torch.randn(
-            loc.shape, generator=generator, device=loc.device, dtype=loc.dtype
-        )
+        return likelihood.mean if mean else draw(likelihood, (), generator)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:

@@ -49,6 +49,29 @@ def mlp(
     return nn.Sequential(*layers)
 
 
+def observation_distribution(
+    decoder_out: Tensor, likelihood: Likelihood, log_obs_scale: Tensor | None
+) -> Distribution:
+    """p(x | z) from the decoder's output: Bernoulli logits, or Gaussian means with a learned
+    per-pixel log-scale. Batch ``decoder_out.shape[:-1]``, event ``(data_dim,)``."""
+    if likelihood == "bernoulli":
+        return Independent(Bernoulli(logits=decoder_out, validate_args=False), 1)
+    return Independent(Normal(decoder_out, log_obs_scale.exp(), validate_args=False), 1)
+
+
+def observation_log_prob(
+    decoder_out: Tensor, x: Tensor, likelihood: Likelihood, log_obs_scale: Tensor | None
+) -> Tensor:
+    """``observation_distribution(...).log_prob(x)`` without building Distribution objects
+    (the hot path of every bound). Shape: ``decoder_out.shape[:-1]``."""
+    if likelihood == "bernoulli":
+        target = x.expand_as(decoder_out)
+        return -F.binary_cross_entropy_with_logits(decoder_out, target, reduction="none").sum(-1)
+    sq = ((x - decoder_out) * torch.exp(-log_obs_scale)).square()
+    data_dim = decoder_out.shape[-1]
+    return -0.5 * sq.sum(-1) - log_obs_scale.sum() - 0.5 * data_dim * math.log(2 * math.pi)
+
+
 class VAE(nn.Module):
     """Variational autoencoder with prior ``N(0, I)`` and a Gaussian posterior ``q(z | x)``.
 
@@ -128,23 +151,17 @@ class VAE(nn.Module):
 
     def decode(self, z: Tensor) -> Distribution:
         """p(x | z); batch shape ``z.shape[:-1]``, event shape ``(data_dim,)``."""
-        out = self._decoder_output(z)
-        if self.likelihood == "bernoulli":
-            return Independent(Bernoulli(logits=out, validate_args=False), 1)
-        return Independent(Normal(out, self.log_obs_scale.exp(), validate_args=False), 1)
+        return observation_distribution(self._decoder_output(z), self.likelihood, self._obs_scale())
 
     def _log_likelihood_fn(self, x: Tensor):
         return lambda z: self._log_likelihood(z, x)
 
     def _log_likelihood(self, z: Tensor, x: Tensor) -> Tensor:
         """``decode(z).log_prob(x)`` without building Distribution objects (the hot path)."""
-        out = self._decoder_output(z)
-        if self.likelihood == "bernoulli":
-            target = x.expand_as(out)
-            return -F.binary_cross_entropy_with_logits(out, target, reduction="none").sum(-1)
-        log_scale = self.log_obs_scale
-        sq = ((x - out) * torch.exp(-log_scale)).square()
-        return -0.5 * sq.sum(-1) - log_scale.sum() - 0.5 * self.data_dim * math.log(2 * math.pi)
+        return observation_log_prob(self._decoder_output(z), x, self.likelihood, self._obs_scale())
+
+    def _obs_scale(self) -> Tensor | None:
+        return self.log_obs_scale if self.likelihood == "gaussian" else None
 
     def elbo(
         self,
