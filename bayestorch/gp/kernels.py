@@ -12,6 +12,7 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -329,7 +330,25 @@ class Linear(Kernel):
         return self.variance.to(x1) * dots
 
 
-class Sum(Kernel):
+class _Combination(Kernel):
+    """Two or more kernels combined elementwise by ``_combine`` (``+`` or ``*``)."""
+
+    _combine: Callable[[Tensor, Tensor], Tensor]
+
+    def __init__(self, *kernels: Kernel) -> None:
+        super().__init__()
+        if len(kernels) < 2 or not all(isinstance(k, Kernel) for k in kernels):
+            raise TypeError(f"{type(self).__name__} needs two or more Kernel instances")
+        self.kernels = nn.ModuleList(kernels)
+
+    def compute(self, x1: Tensor, x2: Tensor, diag: bool) -> Tensor:
+        total = self.kernels[0].compute(x1, x2, diag)
+        for kernel in self.kernels[1:]:
+            total = type(self)._combine(total, kernel.compute(x1, x2, diag))
+        return total
+
+
+class Sum(_Combination):
     """``k1 + k2`` (also written with ``+``).
 
     Shape:
@@ -339,20 +358,10 @@ class Sum(Kernel):
         Rasmussen & Williams (2006), section 4.2.4.
     """
 
-    def __init__(self, *kernels: Kernel) -> None:
-        super().__init__()
-        if len(kernels) < 2 or not all(isinstance(k, Kernel) for k in kernels):
-            raise TypeError("Sum needs two or more Kernel instances")
-        self.kernels = nn.ModuleList(kernels)
-
-    def compute(self, x1: Tensor, x2: Tensor, diag: bool) -> Tensor:
-        total = self.kernels[0].compute(x1, x2, diag)
-        for kernel in self.kernels[1:]:
-            total = total + kernel.compute(x1, x2, diag)
-        return total
+    _combine = staticmethod(torch.add)
 
 
-class Product(Kernel):
+class Product(_Combination):
     """``k1 * k2`` elementwise (also written with ``*``).
 
     Shape:
@@ -362,17 +371,7 @@ class Product(Kernel):
         Rasmussen & Williams (2006), section 4.2.4.
     """
 
-    def __init__(self, *kernels: Kernel) -> None:
-        super().__init__()
-        if len(kernels) < 2 or not all(isinstance(k, Kernel) for k in kernels):
-            raise TypeError("Product needs two or more Kernel instances")
-        self.kernels = nn.ModuleList(kernels)
-
-    def compute(self, x1: Tensor, x2: Tensor, diag: bool) -> Tensor:
-        total = self.kernels[0].compute(x1, x2, diag)
-        for kernel in self.kernels[1:]:
-            total = total * kernel.compute(x1, x2, diag)
-        return total
+    _combine = staticmethod(torch.mul)
 
 
 class Scale(Kernel):

@@ -2,7 +2,9 @@
 
 A kernel is a thin ``nn.Module`` around pure step functions:
 
-* ``state = kernel.init(position)`` with ``position`` of shape ``(chains, dim)``;
+* ``state = kernel.init(position, generator=None)`` with ``position`` of shape
+  ``(chains, dim)`` (the generator serves kernels that draw while initialising, e.g. a
+  step-size search);
 * ``state, info = kernel.step(state, generator=None)``, where ``state`` and ``info`` are
   ``NamedTuple``s of tensors whose leading dim is ``chains`` (every ``info`` field is
   ``(chains,)``);
@@ -72,7 +74,9 @@ class Kernel(nn.Module):
         # A plain attribute, so a model passed as log_prob_fn is not saved with the kernel.
         self.__dict__["log_prob_fn"] = log_prob_fn
 
-    def init(self, position: Tensor) -> NamedTuple:  # pragma: no cover - interface
+    def init(
+        self, position: Tensor, generator: torch.Generator | None = None
+    ) -> NamedTuple:  # pragma: no cover - interface
         raise NotImplementedError
 
     def step(

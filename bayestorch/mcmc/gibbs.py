@@ -200,7 +200,7 @@ class Gibbs(Kernel):
             self._index_cache[key] = indices
         return self._index_cache[key]
 
-    def init(self, position: Tensor) -> GibbsState:
+    def init(self, position: Tensor, generator: torch.Generator | None = None) -> GibbsState:
         """Check ``position`` ``(chains, dim)`` and the blocks; evaluate ``log_prob_fn``."""
         check_position(position)
         self._indices(position)

@@ -251,7 +251,7 @@ class RandomWalkMetropolis(Kernel):
         # The per-coordinate shape of the initial scale, kept when adaptation multiplies it.
         self.register_buffer("_base_scale", scale.clone())
 
-    def init(self, position: Tensor) -> RWMState:
+    def init(self, position: Tensor, generator: torch.Generator | None = None) -> RWMState:
         """Evaluate ``log_prob_fn`` at ``position`` ``(chains, dim)``."""
         state = rwm_init(position, self.log_prob_fn)
         try:
@@ -290,7 +290,12 @@ class RandomWalkMetropolis(Kernel):
         return da_init(multiplier)
 
     def warmup_update(
-        self, adapt_state: DualAveragingState | None, state: RWMState, info, iteration: int
+        self,
+        adapt_state: DualAveragingState | None,
+        state: RWMState,
+        info,
+        iteration: int,
+        generator: torch.Generator | None = None,
     ) -> DualAveragingState | None:
         if adapt_state is None:
             return None
@@ -344,7 +349,7 @@ class IndependentMetropolis(Kernel):
         self.__dict__["proposal_sample_fn"] = sample_fn
         self.__dict__["proposal_log_prob_fn"] = proposal_log_prob
 
-    def init(self, position: Tensor) -> IMHState:
+    def init(self, position: Tensor, generator: torch.Generator | None = None) -> IMHState:
         """Evaluate target and proposal log densities at ``position`` ``(chains, dim)``."""
         return imh_init(position, self.log_prob_fn, self.proposal_log_prob_fn)
 

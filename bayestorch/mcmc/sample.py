@@ -13,7 +13,6 @@ library never writes files itself: ``bayestorch.experiment`` saves snapshots ato
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,18 +129,6 @@ def _make_kernel(kernel, log_prob_fn, kernel_kwargs) -> Kernel:
     raise TypeError(f"kernel must be a name or a Kernel instance, got {type(kernel).__name__}")
 
 
-def _init_state(kernel: Kernel, position: Tensor, generator) -> Any:
-    if "generator" in inspect.signature(kernel.init).parameters:
-        return kernel.init(position, generator=generator)
-    return kernel.init(position)
-
-
-def _warmup_update(kernel: Kernel, adapt_state, state, info, iteration: int, generator):
-    if "generator" in inspect.signature(kernel.warmup_update).parameters:
-        return kernel.warmup_update(adapt_state, state, info, iteration, generator=generator)
-    return kernel.warmup_update(adapt_state, state, info, iteration)
-
-
 def _rng_state(generator: torch.Generator | None) -> Tensor:
     return generator.get_state() if generator is not None else torch.get_rng_state()
 
@@ -230,12 +217,12 @@ def sample(
     warmup_rec, draw_rec = _Recorder(num_warmup), _Recorder(num_draws)
 
     if resume is None:
-        state = _init_state(kernel, initial_position, generator)
+        state = kernel.init(initial_position, generator=generator)
         adapt_state = kernel.warmup_init(state, num_warmup) if num_warmup > 0 else None
         start = 0
     else:
         kernel.load_state_dict(resume["kernel"])
-        template = _init_state(kernel, initial_position, generator)
+        template = kernel.init(initial_position, generator=generator)
         state = pytree.tree_unflatten(list(resume["state"]), pytree.tree_flatten(template)[1])
         adapt_state = None
         if num_warmup > 0:
@@ -261,7 +248,9 @@ def sample(
             stats = {k: v for k, v in info._asdict().items() if v.dim() == 1}
             if iteration < num_warmup:
                 warmup_rec.record(iteration, stats)
-                adapt_state = _warmup_update(kernel, adapt_state, state, info, iteration, generator)
+                adapt_state = kernel.warmup_update(
+                    adapt_state, state, info, iteration, generator=generator
+                )
                 if iteration == num_warmup - 1:
                     kernel.warmup_finalize(adapt_state)
             else:

@@ -302,7 +302,7 @@ class SliceSampler(Kernel):
         self.adapt_width = adapt_width
         self.register_buffer("width", width)
 
-    def init(self, position: Tensor) -> SliceState:
+    def init(self, position: Tensor, generator: torch.Generator | None = None) -> SliceState:
         """Evaluate ``log_prob_fn`` at ``position`` ``(chains, dim)``."""
         state = slice_init(position, self.log_prob_fn)
         if self.width.dim() == 1 and self.width.shape[0] != position.shape[1]:
@@ -338,7 +338,12 @@ class SliceSampler(Kernel):
         return SliceAdaptState(position.clone(), position.new_zeros(position.shape[1]), zero)
 
     def warmup_update(
-        self, adapt_state: SliceAdaptState | None, state: SliceState, info, iteration: int
+        self,
+        adapt_state: SliceAdaptState | None,
+        state: SliceState,
+        info,
+        iteration: int,
+        generator: torch.Generator | None = None,
     ) -> SliceAdaptState | None:
         if adapt_state is None:
             return None

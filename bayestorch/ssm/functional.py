@@ -111,42 +111,38 @@ class KalmanPrediction(NamedTuple):
 # --------------------------------------------------------------------------- input checks
 
 
-def _as_4d(name: str, x: Tensor, batch: int, steps: int, rows: int, cols: int) -> Tensor:
-    """View a time-varying matrix parameter as ``(batch | 1, T | 1, rows, cols)``."""
+def _as_time_batch(name: str, x: Tensor, batch: int, steps: int, event: tuple[int, ...]) -> Tensor:
+    """View a (possibly time-varying, per-sequence) parameter with event shape ``event`` as
+    ``(batch | 1, T | 1, *event)``; it may come as ``event``, ``(T, *event)`` or
+    ``(batch, T, *event)``."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() < 2 or x.dim() > 4 or tuple(x.shape[-2:]) != (rows, cols):
+    k = len(event)
+    shapes = ", ".join(str(s) for s in event) + ("," if k == 1 else "")
+    if x.dim() < k or x.dim() > k + 2 or tuple(x.shape[x.dim() - k :]) != event:
         raise ValueError(
-            f"{name} must have shape ({rows}, {cols}), (T, {rows}, {cols}) or "
-            f"(batch, T, {rows}, {cols}) broadcastable to batch={batch}, T={steps}; "
+            f"{name} must have shape ({shapes}), (T, {shapes.rstrip(',')}) or "
+            f"(batch, T, {shapes.rstrip(',')}) broadcastable to batch={batch}, T={steps}; "
             f"got {tuple(x.shape)}"
         )
-    while x.dim() < 4:
+    while x.dim() < k + 2:
         x = x.unsqueeze(0)
     if x.shape[0] not in (1, batch) or x.shape[1] not in (1, steps):
         raise ValueError(
             f"{name} of shape {tuple(x.shape)} does not broadcast to (batch={batch}, T={steps}, "
-            f"{rows}, {cols})"
+            f"{shapes.rstrip(',')})"
         )
     return x
+
+
+def _as_4d(name: str, x: Tensor, batch: int, steps: int, rows: int, cols: int) -> Tensor:
+    """A matrix parameter as ``(batch | 1, T | 1, rows, cols)``."""
+    return _as_time_batch(name, x, batch, steps, (rows, cols))
 
 
 def _vector_as_3d(name: str, x: Tensor, batch: int, steps: int, size: int) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() < 1 or x.dim() > 3 or x.shape[-1] != size:
-        raise ValueError(
-            f"{name} must have shape ({size},), (T, {size}) or (batch, T, {size}); "
-            f"got {tuple(x.shape)}"
-        )
-    while x.dim() < 3:
-        x = x.unsqueeze(0)
-    if x.shape[0] not in (1, batch) or x.shape[1] not in (1, steps):
-        raise ValueError(
-            f"{name} of shape {tuple(x.shape)} does not broadcast to (batch={batch}, T={steps}, "
-            f"{size})"
-        )
-    return x
+    """A vector parameter as ``(batch | 1, T | 1, size)``."""
+    return _as_time_batch(name, x, batch, steps, (size,))
 
 
 def _check_psd(name: str, matrix: Tensor) -> None:
