@@ -33,6 +33,7 @@ from bayestorch.testing.gof import (
     ks_pvalue,
     z_threshold,
 )
+from bayestorch.testing.kernels import run_kernel
 from bayestorch.testing.mcse import assert_mcmc_mean
 
 __all__ = [
@@ -46,5 +47,6 @@ __all__ = [
     "chisquare_pvalue",
     "ks_2samp_pvalue",
     "ks_pvalue",
+    "run_kernel",
     "z_threshold",
 ]

@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 
 from bayestorch.mcmc.gaussian_mixture import BayesianGaussianMixture, MixtureParameters
-from bayestorch.testing import assert_counts, assert_ks, assert_mcmc_mean
+from bayestorch.testing import assert_counts, assert_ks, assert_mcmc_mean, run_kernel
 
 pytestmark = pytest.mark.statistical
 
@@ -73,13 +73,6 @@ def precision_cdf(model, k):
     return lambda x: (p * stats.gamma.cdf(np.asarray(x)[:, None], shape, scale=1 / rate)).sum(1)
 
 
-def run(kernel, position, num_steps, generator):
-    state = kernel.init(position)
-    for _ in range(num_steps):
-        state, _ = kernel.step(state, generator)
-    return state
-
-
 def check_exact(model, params: MixtureParameters, failure_rate=1e-3):
     rate = failure_rate / 5
     labels, probs, _ = exact_posterior(model)
@@ -94,7 +87,7 @@ def check_exact(model, params: MixtureParameters, failure_rate=1e-3):
 def test_gibbs_leaves_the_exact_posterior_invariant(scan):
     model = make_model()
     g = torch.Generator().manual_seed(0)
-    state = run(model.gibbs_kernel(scan), exact_draws(model, 4000, g), 3, g)
+    state, _ = run_kernel(model.gibbs_kernel(scan), exact_draws(model, 4000, g), 3, g)
     check_exact(model, model.unpack(state.position))
 
 
@@ -118,7 +111,7 @@ def test_wrong_precision_conditional_fails():
         ),
     )
     g = torch.Generator().manual_seed(1)
-    state = run(broken.gibbs_kernel(), exact_draws(model, 4000, g), 3, g)
+    state, _ = run_kernel(broken.gibbs_kernel(), exact_draws(model, 4000, g), 3, g)
     with pytest.raises(AssertionError):
         check_exact(model, model.unpack(state.position))
 

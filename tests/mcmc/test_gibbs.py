@@ -9,7 +9,7 @@ import torch
 from scipy import stats
 
 from bayestorch.mcmc.gibbs import Gibbs, GibbsInfo
-from bayestorch.testing import assert_ks
+from bayestorch.testing import assert_ks, run_kernel
 
 pytestmark = pytest.mark.statistical
 
@@ -40,18 +40,11 @@ def check_bivariate(x, failure_rate=1e-3):
     assert_ks((x[:, 0] - x[:, 1]) / math.sqrt(2 * (1 - RHO)), stats.norm().cdf, rate)
 
 
-def run(kernel, position, num_steps, generator):
-    state = kernel.init(position)
-    for _ in range(num_steps):
-        state, info = kernel.step(state, generator)
-    return state, info
-
-
 @pytest.mark.parametrize("scan", ["systematic", "random"])
 def test_invariance_on_bivariate_normal(scan, device):
     g = torch.Generator(device=device).manual_seed(0)
     kernel = Gibbs([[0], slice(1, 2)], [conditional(0), conditional(1)], scan=scan)
-    state, info = run(kernel, exact(4000, g, device), 5, g)
+    state, info = run_kernel(kernel, exact(4000, g, device), 5, g)
     assert isinstance(info, GibbsInfo) and info.block.shape == (4000,)
     if scan == "random":
         assert set(info.block.unique().tolist()) == {0, 1}
@@ -64,7 +57,7 @@ def test_invariance_on_bivariate_normal(scan, device):
 def test_convergence_from_a_bad_start():
     g = torch.Generator().manual_seed(1)
     kernel = Gibbs([[0], [1]], [conditional(0), conditional(1)])
-    state, _ = run(kernel, torch.full((4000, 2), 5.0, dtype=torch.float64), 60, g)
+    state, _ = run_kernel(kernel, torch.full((4000, 2), 5.0, dtype=torch.float64), 60, g)
     check_bivariate(state.position)
 
 
@@ -72,7 +65,7 @@ def test_wrong_conditional_variance_fails():
     # The broken variant: conditionals drawn with the marginal variance 1 instead of 1 - rho^2.
     g = torch.Generator().manual_seed(2)
     kernel = Gibbs([[0], [1]], [conditional(0, 1.0), conditional(1, 1.0)])
-    state, _ = run(kernel, exact(4000, g), 5, g)
+    state, _ = run_kernel(kernel, exact(4000, g), 5, g)
     with pytest.raises(AssertionError, match="Kolmogorov"):
         check_bivariate(state.position)
 
@@ -81,7 +74,7 @@ def test_log_prob_is_reported_when_given():
     g = torch.Generator().manual_seed(3)
     log_prob = lambda x: -0.5 * (x**2).sum(-1)  # noqa: E731
     kernel = Gibbs([[0], [1]], [conditional(0), conditional(1)], log_prob)
-    state, _ = run(kernel, torch.zeros(4, 2), 2, g)
+    state, _ = run_kernel(kernel, torch.zeros(4, 2), 2, g)
     torch.testing.assert_close(state.log_prob, log_prob(state.position))
     assert kernel.state_dict() == {}
 

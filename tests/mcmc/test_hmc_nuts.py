@@ -15,7 +15,7 @@ import bayestorch.mcmc.hmc as hmc_module
 import bayestorch.mcmc.integrators as integrators
 import bayestorch.mcmc.nuts as nuts_module
 from bayestorch.mcmc import HMC, NUTS, sample
-from bayestorch.testing import assert_ks, assert_mcmc_mean, ks_pvalue
+from bayestorch.testing import assert_ks, assert_mcmc_mean, ks_pvalue, run_kernel
 from bayestorch.testing.targets import (
     Banana,
     BimodalMixture,
@@ -34,12 +34,6 @@ def correlated_2d() -> GaussianTarget:
     scale = torch.tensor([1.0, 2.0], dtype=F64)
     cov = torch.tensor([[1.0, 0.95], [0.95, 1.0]], dtype=F64) * torch.outer(scale, scale)
     return GaussianTarget(torch.tensor([1.0, -2.0], dtype=F64), cov)
-
-
-def run(kernel, state, steps, generator):
-    for _ in range(steps):
-        state, info = kernel.step(state, generator)
-    return state, info
 
 
 KERNELS = {
@@ -64,7 +58,7 @@ def _invariance_pvalues(kind, target_name, num_chains=3000, steps=3, seed=0):
         x0, eps = target.sample(num_chains, g), 0.5
         whiten, cdfs = target.whiten, [stats.norm.cdf, stats.norm.cdf]
     kernel = KERNELS[kind](target.log_prob, eps)
-    state, _ = run(kernel, kernel.init(x0), steps, g)
+    state, _ = run_kernel(kernel, x0, steps, g)
     z = whiten(state.position)
     return [ks_pvalue(z[:, i], cdf) for i, cdf in enumerate(cdfs)], z, cdfs
 

@@ -21,7 +21,7 @@ from bayestorch.mcmc.metropolis import (
 )
 from bayestorch.mcmc.proposal import mh_accept
 from bayestorch.mcmc.sample import sample
-from bayestorch.testing import assert_ks, assert_mcmc_mean
+from bayestorch.testing import assert_ks, assert_mcmc_mean, run_kernel
 from bayestorch.testing.targets import Banana
 
 pytestmark = pytest.mark.statistical
@@ -39,18 +39,11 @@ def exact_gamma(chains, generator, device=None):
     return -torch.log1p(-u).sum(1, keepdim=True)
 
 
-def run(kernel, position, num_steps, generator):
-    state = kernel.init(position)
-    for _ in range(num_steps):
-        state, info = kernel.step(state, generator)
-    return state, info
-
-
 def test_rwm_leaves_gamma_invariant(device):
     # Chains started at exact draws stay exact after any number of steps.
     g = torch.Generator(device=device).manual_seed(0)
     kernel = RandomWalkMetropolis(gamma_log_prob, scale=2.0)
-    state, info = run(kernel, exact_gamma(4000, g, device), 10, g)
+    state, info = run_kernel(kernel, exact_gamma(4000, g, device), 10, g)
     assert state.position.device.type == device.type
     assert info.accept_prob.shape == (4000,) and info.is_accepted.dtype == torch.bool
     assert_ks(state.position, stats.gamma(3.0).cdf)
@@ -76,7 +69,7 @@ def test_imh_with_asymmetric_proposal_is_exact_and_fails_without_correction(devi
         Normal(torch.tensor(4.0, device=device), torch.tensor(3.0, device=device)),
     )
     start = exact_gamma(4000, g, device)
-    state, info = run(kernel, start, 5, g)
+    state, info = run_kernel(kernel, start, 5, g)
     assert isinstance(state, IMHState) and isinstance(info, MetropolisInfo)
     assert_ks(state.position, stats.gamma(3.0).cdf)
     # Broken: the same kernel with log q dropped from the ratio (no Hastings correction).
@@ -96,7 +89,7 @@ def test_imh_with_a_sample_log_prob_pair():
     )
     kernel = IndependentMetropolis(lambda x: -0.5 * (x**2).sum(-1), proposal)
     start = torch.randn(3000, 2, generator=g, dtype=torch.float64)
-    state, _ = run(kernel, start, 5, g)
+    state, _ = run_kernel(kernel, start, 5, g)
     assert_ks(state.position[:, 0], stats.norm().cdf, failure_rate=5e-4)
     assert_ks(state.position.sum(1) / math.sqrt(2.0), stats.norm().cdf, failure_rate=5e-4)
 
@@ -160,7 +153,7 @@ def test_same_generator_same_draws():
     def go():
         kernel = RandomWalkMetropolis(lambda x: -0.5 * (x**2).sum(-1))
         g = torch.Generator().manual_seed(7)
-        return run(kernel, torch.zeros(4, 2), 20, g)[0].position
+        return run_kernel(kernel, torch.zeros(4, 2), 20, g)[0].position
 
     assert torch.equal(go(), go())
 
@@ -200,7 +193,7 @@ def test_rwm_and_imh_on_the_banana():
         RandomWalkMetropolis(banana.log_prob, scale=1.0),
         IndependentMetropolis(banana.log_prob, proposal),
     ]:
-        state, _ = run(kernel, banana.sample(3000, g), 5, g)
+        state, _ = run_kernel(kernel, banana.sample(3000, g), 5, g)
         white = banana.whiten(state.position)
         assert_ks(white[:, 0], stats.norm().cdf, failure_rate=2.5e-4)
         assert_ks(white[:, 1], stats.norm().cdf, failure_rate=2.5e-4)

@@ -10,7 +10,7 @@ from scipy import stats
 
 import bayestorch.mcmc.slice as slice_module
 from bayestorch.mcmc.slice import SliceInfo, SliceSampler
-from bayestorch.testing import assert_ks
+from bayestorch.testing import assert_ks, run_kernel
 from bayestorch.testing.targets import Banana
 
 pytestmark = pytest.mark.statistical
@@ -45,18 +45,11 @@ def check_gauss(x, failure_rate=1e-3):
     assert_ks((x[:, 0] - x[:, 1]) / math.sqrt(2 * (1 - RHO)), stats.norm().cdf, rate)
 
 
-def run(kernel, position, num_steps, generator):
-    state = kernel.init(position)
-    for _ in range(num_steps):
-        state, info = kernel.step(state, generator)
-    return state, info
-
-
 @pytest.mark.parametrize("width", [0.1, 3.0, 100.0])
 def test_gamma_invariance_for_any_width(width, device):
     g = torch.Generator(device=device).manual_seed(0)
     kernel = SliceSampler(gamma_log_prob, width=width)
-    state, info = run(kernel, exact_gamma(3000, g, device), 3, g)
+    state, info = run_kernel(kernel, exact_gamma(3000, g, device), 3, g)
     assert isinstance(info, SliceInfo) and info.num_evaluations.shape == (3000,)
     assert not bool(info.is_exhausted.any())
     assert state.position.device.type == device.type
@@ -67,14 +60,14 @@ def test_gamma_invariance_for_any_width(width, device):
 def test_correlated_gaussian_invariance(method):
     g = torch.Generator().manual_seed(1)
     kernel = SliceSampler(gauss_log_prob, width=torch.tensor([1.0, 2.0]), method=method)
-    state, _ = run(kernel, exact_gauss(3000, g), 3, g)
+    state, _ = run_kernel(kernel, exact_gauss(3000, g), 3, g)
     check_gauss(state.position)
 
 
 def test_random_direction_converges_from_a_bad_start():
     g = torch.Generator().manual_seed(2)
     kernel = SliceSampler(gauss_log_prob, width=2.0, method="random_direction")
-    state, _ = run(kernel, torch.full((3000, 2), 4.0, dtype=torch.float64), 60, g)
+    state, _ = run_kernel(kernel, torch.full((3000, 2), 4.0, dtype=torch.float64), 60, g)
     check_gauss(state.position)
 
 
@@ -84,7 +77,7 @@ def test_accepting_without_the_slice_test_fails(monkeypatch):
         slice_module, "_in_slice", lambda lp, level: torch.ones_like(lp, dtype=torch.bool)
     )
     g = torch.Generator().manual_seed(3)
-    state, _ = run(SliceSampler(gamma_log_prob, width=1.0), exact_gamma(3000, g), 3, g)
+    state, _ = run_kernel(SliceSampler(gamma_log_prob, width=1.0), exact_gamma(3000, g), 3, g)
     with pytest.raises(AssertionError, match="Kolmogorov"):
         assert_ks(state.position, stats.gamma(3.0).cdf, failure_rate=3e-4)
 
@@ -92,7 +85,7 @@ def test_accepting_without_the_slice_test_fails(monkeypatch):
 def test_evaluation_counts_and_exhaustion():
     g = torch.Generator().manual_seed(4)
     kernel = SliceSampler(lambda x: -0.5 * (x**2).sum(-1), width=1.0, max_steps_out=1)
-    state, info = run(kernel, torch.zeros(100, 3), 1, g)
+    state, info = run_kernel(kernel, torch.zeros(100, 3), 1, g)
     # m = 1: no stepping out; at least one shrinkage evaluation per coordinate.
     assert bool((info.num_evaluations >= 3).all())
     nan_kernel = SliceSampler(lambda x: x.sum(-1) * 0, max_shrink=5)
@@ -105,7 +98,7 @@ def test_evaluation_counts_and_exhaustion():
 def test_same_generator_same_draws():
     def go():
         g = torch.Generator().manual_seed(5)
-        return run(
+        return run_kernel(
             SliceSampler(gauss_log_prob, method="random_direction"),
             torch.zeros(4, 2, dtype=torch.float64),
             10,
@@ -134,7 +127,7 @@ def test_banana_invariance(method):
     banana = Banana(curvature=1.0)
     g = torch.Generator().manual_seed(6)
     kernel = SliceSampler(banana.log_prob, width=1.5, method=method)
-    state, _ = run(kernel, banana.sample(3000, g), 3, g)
+    state, _ = run_kernel(kernel, banana.sample(3000, g), 3, g)
     white = banana.whiten(state.position)
     assert_ks(white[:, 0], stats.norm().cdf, failure_rate=5e-4)
     assert_ks(white[:, 1], stats.norm().cdf, failure_rate=5e-4)
