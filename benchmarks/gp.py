@@ -31,12 +31,12 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
 
 import torch
+from _common import setup_device
 
 import bayestorch
 from bayestorch.gp import RBF, GPRegression, NNGPKernel
@@ -182,12 +182,7 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("CUDA requested but not available; running on cpu", file=sys.stderr)
-        device = torch.device("cpu")
+    device = setup_device(args.device, args.threads)
     print(
         f"torch {torch.__version__}, bayestorch {bayestorch.__version__}, gpytorch "
         f"{gpytorch.__version__ if gpytorch is not None else 'not installed (rows skipped)'}, "

@@ -29,12 +29,12 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _common import setup_device
 
 import bayestorch
 from bayestorch.gumbel import gumbel_softmax, stochastic_beam_search
@@ -129,12 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("CUDA requested but not available; running on cpu", file=sys.stderr)
-        device = torch.device("cpu")
+    device = setup_device(args.device, args.threads)
     generator = torch.Generator(device=device).manual_seed(0)
     logits = torch.randn(args.rows, args.cols, device=device, requires_grad=True)
     weights = torch.randn(args.rows, args.cols, device=device)

@@ -34,7 +34,6 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from _common import setup_device
 from torch import Tensor, nn
 
 import bayestorch
@@ -317,12 +317,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("CUDA requested but not available; running on cpu", file=sys.stderr)
-        device = torch.device("cpu")
+    device = setup_device(args.device, args.threads)
     if pyro is not None:
         pyro.enable_validation(args.pyro_validation)
 
