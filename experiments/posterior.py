@@ -36,7 +36,6 @@ from scipy.stats import chi2
 from torch import Tensor
 
 from bayestorch.experiment import ExperimentConfig, RunContext
-from bayestorch.experiment.checkpoint import atomic_write
 from bayestorch.experiment.plots import new_figure
 from bayestorch.mcmc import sample
 from bayestorch.mcmc.diagnostics import format_summary, summary
@@ -144,18 +143,6 @@ def _kernel_kwargs(cfg: SamplerConfig) -> dict[str, Any]:
     return kwargs
 
 
-def _to_device(snapshot: Any, device: torch.device) -> Any:
-    """Move a restored snapshot's tensors back to the chains' device (the run context loads
-    checkpoints onto the CPU); the generator state stays a CPU byte tensor."""
-    if isinstance(snapshot, Tensor):
-        return snapshot.to(device)
-    if isinstance(snapshot, dict):
-        return {k: v if k == "rng_state" else _to_device(v, device) for k, v in snapshot.items()}
-    if isinstance(snapshot, (list, tuple)):
-        return type(snapshot)(_to_device(v, device) for v in snapshot)
-    return snapshot
-
-
 def e_bfmi(energy: Tensor) -> Tensor:
     """Estimated Bayesian fraction of missing information per chain (Betancourt 2016).
 
@@ -182,7 +169,7 @@ def run(cfg: Config, ctx: RunContext) -> None:
     ) * s.init_radius
 
     step, extra = ctx.restore({})
-    resume = _to_device(extra["snapshot"], ctx.device) if "snapshot" in extra else None
+    resume = extra.get("snapshot")  # sample() moves it to the chains' device
     elapsed_before = float(extra.get("elapsed", 0.0))
     cpu_before = float(extra.get("cpu_time", 0.0))
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -293,7 +280,7 @@ def run(cfg: Config, ctx: RunContext) -> None:
             f"sd {out['sd_error_chi2_pvalue']:.3f}"
         )
     text = "\n".join(lines)
-    atomic_write(ctx.output_dir / "summary.txt", (text + "\n").encode())
+    ctx.write_text("summary", text)
     ctx.write_summary(out)
     ctx.info(text)
 

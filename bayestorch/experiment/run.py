@@ -171,7 +171,7 @@ class RunContext:
     def _clear_previous_run(self) -> None:
         for _, path in list_checkpoints(self.checkpoint_dir):
             path.unlink()
-        for path in (self.metrics_path, self.summary_path):
+        for path in (self.metrics_path, self.summary_path, *self.output_dir.glob("*.txt")):
             path.unlink(missing_ok=True)
         if self.plots_dir.is_dir():
             for path in self.plots_dir.glob("*.png"):
@@ -200,6 +200,13 @@ class RunContext:
         summary = _jsonable(summary)
         _atomic_write_text(self.summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return summary
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Write ``output_dir/<name>.txt`` atomically (e.g. a summary table); a fresh run
+        removes the previous run's text files."""
+        path = self.output_dir / f"{name}.txt"
+        _atomic_write_text(path, text if text.endswith("\n") else text + "\n")
+        return path
 
     def save_figure(self, figure: Any, name: str) -> Path:
         """Save a matplotlib figure as ``plots/<name>.png`` and close it."""

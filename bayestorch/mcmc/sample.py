@@ -129,6 +129,10 @@ def _make_kernel(kernel, log_prob_fn, kernel_kwargs) -> Kernel:
     raise TypeError(f"kernel must be a name or a Kernel instance, got {type(kernel).__name__}")
 
 
+def _to_device(value: Any, device: torch.device) -> Any:
+    return pytree.tree_map(lambda v: v.to(device) if isinstance(v, Tensor) else v, value)
+
+
 def _rng_state(generator: torch.Generator | None) -> Tensor:
     return generator.get_state() if generator is not None else torch.get_rng_state()
 
@@ -221,6 +225,12 @@ def sample(
         adapt_state = kernel.warmup_init(state, num_warmup) if num_warmup > 0 else None
         start = 0
     else:
+        # A snapshot loaded from disk may sit on the CPU: move it to the chains' device
+        # (the RNG state stays the CPU byte tensor torch's generators expect).
+        resume = {
+            k: v if k == "rng_state" else _to_device(v, initial_position.device)
+            for k, v in resume.items()
+        }
         kernel.load_state_dict(resume["kernel"])
         template = kernel.init(initial_position, generator=generator)
         state = pytree.tree_unflatten(list(resume["state"]), pytree.tree_flatten(template)[1])

@@ -74,8 +74,10 @@ def test_fresh_start_clears_previous_run(tmp_path):
     model, optimizer = _fresh_model()
     _train(ctx, model, optimizer, 0, 2)
     ctx.write_summary({"x": 1})
+    table = ctx.write_text("summary", "a table")
+    assert table.read_text() == "a table\n"
     ctx = _context(tmp_path)
-    assert ctx.read_metrics() == [] and not ctx.summary_path.exists()
+    assert ctx.read_metrics() == [] and not ctx.summary_path.exists() and not table.exists()
     assert not list(ctx.checkpoint_dir.iterdir())
 
 
