@@ -11,6 +11,10 @@ The contract every helper follows (and every statistical test in bayestorch's su
 * The sample size decides the power: size it so that a subtly wrong sampler fails,
   and fix the seed so the outcome is reproducible.
 
+Conformance suites (:mod:`bayestorch.testing.cases`): subclass :class:`KernelTestCase`
+(MCMC) or :class:`GPKernelTestCase` (GP kernels) to run bayestorch's generic checks on
+your own kernels.
+
 ``assert_*`` functions raise :class:`AssertionError` with a message naming the test,
 its statistic, the p-value or z and the declared failure rate; ``*_pvalue`` functions
 return the p-value (Uniform(0, 1) under a correct sampler) for custom use.
@@ -21,6 +25,17 @@ only when a helper runs.
 
 from __future__ import annotations
 
+from bayestorch.testing.cases import (
+    GPKernelTestCase,
+    KernelTestCase,
+    check_gp_kernel_batching,
+    check_gp_kernel_gradients,
+    check_gp_kernel_matrix,
+    check_kernel_invariance,
+    check_kernel_reproducible,
+    check_kernel_resume,
+    check_kernel_shapes,
+)
 from bayestorch.testing.gof import (
     DEFAULT_FAILURE_RATE,
     assert_counts,
@@ -38,6 +53,15 @@ from bayestorch.testing.mcse import assert_mcmc_mean
 
 __all__ = [
     "DEFAULT_FAILURE_RATE",
+    "GPKernelTestCase",
+    "KernelTestCase",
+    "check_gp_kernel_batching",
+    "check_gp_kernel_gradients",
+    "check_gp_kernel_matrix",
+    "check_kernel_invariance",
+    "check_kernel_reproducible",
+    "check_kernel_resume",
+    "check_kernel_shapes",
     "assert_counts",
     "assert_ks",
     "assert_ks_2samp",

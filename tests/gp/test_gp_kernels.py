@@ -23,6 +23,12 @@ from bayestorch.gp import (
     Scale,
     Sum,
 )
+from bayestorch.testing.cases import (
+    GPKernelTestCase,
+    check_gp_kernel_batching,
+    check_gp_kernel_gradients,
+    check_gp_kernel_matrix,
+)
 
 # name -> factory; a kernel class missing here fails test_registry_is_complete.
 EXAMPLES = {
@@ -55,62 +61,31 @@ def test_registry_is_complete():
     assert classes <= covered, f"kernels missing from EXAMPLES: {classes - covered}"
 
 
-def _inputs(generator, *shape, dtype=torch.float64, device="cpu"):
-    return torch.randn(*shape, generator=generator, dtype=dtype).to(device)
+def _inputs(generator, *shape):
+    return torch.randn(*shape, generator=generator, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_shapes_symmetry_psd_and_diag(name, generator, device):
-    kernel = EXAMPLES[name]().double().to(device)
-    x1 = _inputs(generator, 7, 3, device=device)
-    x2 = _inputs(generator, 5, 3, device=device)
-    k12 = kernel(x1, x2)
-    assert k12.shape == (7, 5) and k12.dtype == torch.float64 and k12.device.type == device.type
-    k11 = kernel(x1)
-    torch.testing.assert_close(k11, k11.mT)
-    assert torch.linalg.eigvalsh(k11).min() > -1e-10
-    torch.testing.assert_close(kernel(x1, diag=True), k11.diagonal())
-    x3 = _inputs(generator, 5, 3, device=device)
-    torch.testing.assert_close(kernel(x2, x3, diag=True), kernel(x2, x3).diagonal())
-    # x2 given as a distinct copy of x1 gives the same matrix as x2=None
-    torch.testing.assert_close(kernel(x1, x1.clone()), k11, atol=1e-10, rtol=1e-8)
+def test_shapes_symmetry_psd_diag_and_dtype(name, generator, device):
+    check_gp_kernel_matrix(EXAMPLES[name](), generator, device)
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_batched_inputs_match_loop(name, generator):
-    kernel = EXAMPLES[name]().double()
-    x1 = _inputs(generator, 2, 4, 6, 3)
-    x2 = _inputs(generator, 4, 5, 3)  # broadcasts against x1's batch dims
-    batched = kernel(x1, x2)
-    assert batched.shape == (2, 4, 6, 5)
-    for i in range(2):
-        for j in range(4):
-            torch.testing.assert_close(batched[i, j], kernel(x1[i, j], x2[j]))
-
-
-@pytest.mark.parametrize("name", EXAMPLES)
-def test_float32_follows_inputs(name, generator):
-    kernel = EXAMPLES[name]()
-    x = _inputs(generator, 4, 3, dtype=torch.float32)
-    assert kernel(x).dtype == torch.float32
+    check_gp_kernel_batching(EXAMPLES[name](), generator)
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_hyperparameter_gradients_gradcheck(name, generator):
     """gradcheck in float64 over the raw hyperparameters, diagonal included."""
-    kernel = EXAMPLES[name]().double()
-    x1 = _inputs(generator, 4, 3)
-    x2 = _inputs(generator, 3, 3)
-    names = [n for n, _ in kernel.named_parameters()]
-    values = tuple(p.detach().clone().requires_grad_(True) for _, p in kernel.named_parameters())
+    check_gp_kernel_gradients(EXAMPLES[name](), generator)
 
-    def fn(*raw):
-        params = dict(zip(names, raw))
-        full = torch.func.functional_call(kernel, params, (x1,))
-        cross = torch.func.functional_call(kernel, params, (x1, x2))
-        return full, cross
 
-    assert torch.autograd.gradcheck(fn, values, eps=1e-6, atol=1e-6)
+class TestUserKernelThroughTheMixin(GPKernelTestCase):
+    """The shipped mixin, as a user would subclass it."""
+
+    def make_kernel(self):
+        return RBF(0.5) * Linear(0.3) + Matern(2.5, 0.7)
 
 
 def test_values_match_sklearn(generator):
