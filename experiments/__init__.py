@@ -16,4 +16,10 @@ REGISTRY: dict[str, str] = {
     "dpp_minibatch": "experiments.dpp_minibatch",
     "kalman_nile": "experiments.kalman_nile",
     "lstm_kalman": "experiments.lstm_kalman",
+    "ising_sw": "experiments.ising_sw",
+    "segment_sw": "experiments.segment_sw",
+    "segment_bnp": "experiments.segment_bnp",
+    "gan_modes": "experiments.gan_modes",
+    "gan_clusters": "experiments.gan_clusters",
+    "gan_digits": "experiments.gan_digits",
 }
