@@ -36,7 +36,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 bench: $(STAMP)
-	for b in vae mcmc mcmc_chains gumbel gp dpp kalman; do $(PY) benchmarks/$$b.py || exit 1; done
+	for b in vae mcmc mcmc_chains gumbel gp dpp kalman swendsen_wang segmentation gan distributed; do $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -17,6 +17,8 @@ MultivariateNormal      ``loc + L eps``, ``L L^T = covariance`` (Cholesky)      
 LogNormal(loc, scale)   ``exp(loc + scale * eps)``                                  rsample
 InverseGamma(a, b)      ``b / Gamma(a, 1)``, implicit gradient of the Gamma         rsample
 Gumbel(loc, scale)      ``loc - scale * log(-log u)``                               rsample
+Kumaraswamy(a, b)       ``(1 - u^(1/b))^(1/a)`` (stick-breaking sticks; (1, a) is    added here
+                        Beta(1, a), so GEM(alpha) sticks are exact)
 Rademacher(probs)       ``2 * 1[u < probs] - 1``: discrete, score-function only     added here
 ======================  ==========================================================  ==========
 
@@ -40,6 +42,12 @@ from bayestorch.distributions.reparam import (
     normal_box_muller,
     rsample,
 )
+from bayestorch.distributions.stick_breaking import (
+    gem_expected_weights,
+    kumaraswamy_log_sticks,
+    kumaraswamy_mean,
+    stick_breaking_log_weights,
+)
 
 __all__ = [
     "REPARAMETERIZATION_TABLE",
@@ -47,12 +55,16 @@ __all__ = [
     "ReparameterizationEntry",
     "cauchy_rsample",
     "exponential_rsample",
+    "gem_expected_weights",
     "gumbel_rsample",
     "inverse_gamma_rsample",
+    "kumaraswamy_log_sticks",
+    "kumaraswamy_mean",
     "laplace_rsample",
     "log_normal_rsample",
     "multivariate_normal_rsample",
     "normal_box_muller",
     "plus_minus_one",
     "rsample",
+    "stick_breaking_log_weights",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bayestorch.mcmc.base import Kernel
 from bayestorch.mcmc.chees import ChEESHMC, ChEESInfo
+from bayestorch.mcmc.conjugate import NormalInverseGamma, NormalInverseWishart
 from bayestorch.mcmc.diagnostics import (
     effective_sample_size,
     ess_bulk,
@@ -22,7 +23,9 @@ from bayestorch.mcmc.diagnostics import (
     summary,
 )
 from bayestorch.mcmc.gaussian_mixture import BayesianGaussianMixture
+from bayestorch.mcmc.generalised_sw import GeneralisedSwendsenWang, GSWInfo, GSWState
 from bayestorch.mcmc.gibbs import Gibbs, GibbsInfo, GibbsState, gibbs_step
+from bayestorch.mcmc.graph import connected_components, lattice_edges
 from bayestorch.mcmc.hmc import HMC, HMCInfo, HMCState, hmc_step
 from bayestorch.mcmc.metropolis import (
     IMHState,
@@ -34,33 +37,80 @@ from bayestorch.mcmc.metropolis import (
     rwm_step,
 )
 from bayestorch.mcmc.nuts import NUTS, NUTSInfo, nuts_step
+from bayestorch.mcmc.partition_estimates import (
+    adjusted_rand_index,
+    binder_loss,
+    coclustering,
+    partition_point_estimate,
+    variation_of_information,
+)
+from bayestorch.mcmc.partitions import GibbsPartitionPrior, set_partitions
 from bayestorch.mcmc.proposal import mh_accept
 from bayestorch.mcmc.sample import KERNELS, SampleResult, sample
+from bayestorch.mcmc.sghmc import SGHMC
 from bayestorch.mcmc.slice import SliceInfo, SliceSampler, SliceState, slice_step
+from bayestorch.mcmc.swendsen_wang import (
+    ISING_CRITICAL_TEMPERATURE,
+    PottsGibbs,
+    PottsGibbsInfo,
+    PottsState,
+    SegmentationInfo,
+    SegmentationState,
+    SwendsenWang,
+    SwendsenWangInfo,
+    SwendsenWangSegmentation,
+    cluster_statistics,
+    integrated_autocorrelation_time,
+    ising_exact_energy,
+    ising_exact_magnetisation,
+    magnetisation,
+    potts_energy,
+)
 
 __all__ = [
     "BayesianGaussianMixture",
     "ChEESHMC",
     "ChEESInfo",
+    "GSWInfo",
+    "GSWState",
+    "GeneralisedSwendsenWang",
     "Gibbs",
     "GibbsInfo",
+    "GibbsPartitionPrior",
     "GibbsState",
     "HMC",
     "HMCInfo",
     "HMCState",
     "IMHState",
+    "ISING_CRITICAL_TEMPERATURE",
     "IndependentMetropolis",
     "KERNELS",
     "Kernel",
     "MetropolisInfo",
     "NUTS",
     "NUTSInfo",
+    "NormalInverseGamma",
+    "NormalInverseWishart",
+    "PottsGibbs",
+    "PottsGibbsInfo",
+    "PottsState",
     "RWMState",
     "RandomWalkMetropolis",
+    "SGHMC",
     "SampleResult",
+    "SegmentationInfo",
+    "SegmentationState",
     "SliceInfo",
     "SliceSampler",
     "SliceState",
+    "SwendsenWang",
+    "SwendsenWangInfo",
+    "SwendsenWangSegmentation",
+    "adjusted_rand_index",
+    "binder_loss",
+    "cluster_statistics",
+    "coclustering",
+    "connected_components",
     "effective_sample_size",
     "ess_bulk",
     "ess_quantile",
@@ -69,14 +119,23 @@ __all__ = [
     "gibbs_step",
     "hmc_step",
     "imh_step",
+    "integrated_autocorrelation_time",
+    "ising_exact_energy",
+    "ising_exact_magnetisation",
+    "lattice_edges",
+    "magnetisation",
     "mcse_mean",
     "mcse_sd",
     "mh_accept",
     "nuts_step",
+    "partition_point_estimate",
+    "potts_energy",
     "rank_normalize",
     "rhat",
     "rwm_step",
     "sample",
+    "set_partitions",
     "slice_step",
     "summary",
+    "variation_of_information",
 ]

@@ -85,11 +85,13 @@ def connected_components(edges: Tensor, active: Tensor, num_nodes: int) -> Tenso
         ``(replicas, n)`` long: each node's label is the smallest node index in its
         component (so labels are canonical and comparable across implementations).
 
-    Vectorised hook-and-compress (Shiloach–Vishkin style): every round, the root of the
-    larger label on each active edge is hooked onto the smaller label (``scatter_reduce``
-    with ``amin``), then pointer jumping flattens the trees. Each round at least halves the
-    number of trees in every component, so O(log n) rounds, with no Python loop over nodes
-    or edges.
+    Vectorised hook-and-compress (Shiloach–Vishkin style) over one flat graph of
+    ``replicas * n`` nodes: every round, the root of the larger label on each pending edge
+    is hooked onto the smaller label (``scatter_reduce`` with ``amin``), then pointer
+    jumping flattens the trees. Edges whose ends already share a root are dropped for good.
+    Each round at least halves the number of trees in every component, so O(log n) rounds,
+    with no Python loop over nodes or edges. (Jumping only the roots hooked in the round,
+    then one full pass, was tried: no faster on CPU.)
     """
     if active.dim() != 2 or active.shape[1] != edges.shape[0]:
         raise ValueError(
@@ -97,27 +99,35 @@ def connected_components(edges: Tensor, active: Tensor, num_nodes: int) -> Tenso
             f"got {tuple(active.shape)}"
         )
     replicas = active.shape[0]
-    labels = torch.arange(num_nodes, device=edges.device).expand(replicas, num_nodes).clone()
-    if edges.shape[0] == 0:
-        return labels
-    active = active.to(torch.bool)
-    src = edges[:, 0].expand(replicas, -1)
-    dst = edges[:, 1].expand(replicas, -1)
-    while True:
-        ls, ld = labels.gather(1, src), labels.gather(1, dst)
-        pending = active & (ls != ld)
-        if not bool(pending.any()):
-            return labels
-        lo, hi = torch.minimum(ls, ld), torch.maximum(ls, ld)
-        # Invariant labels[i] <= i, so scattering hi onto index hi is a no-op: inactive
-        # edges hook nothing.
-        lo = torch.where(pending, lo, hi)
-        labels = labels.scatter_reduce(1, hi, lo, reduce="amin")
-        while True:  # pointer jumping until every node points at a root
-            jumped = labels.gather(1, labels)
-            if torch.equal(jumped, labels):
+    device = edges.device
+    # One graph over replicas * n nodes: replica r's node i is r * n + i, so a single flat
+    # label array serves every replica and edges of all replicas are compacted together.
+    offsets = torch.arange(replicas, device=device) * num_nodes
+    labels = torch.arange(replicas * num_nodes, device=device)
+    if edges.shape[0] and replicas:
+        replica, edge = active.to(torch.bool).nonzero(as_tuple=True)
+        # index_select, not advanced indexing: ~10x faster on CPU.
+        offset = offsets.index_select(0, replica)
+        src = edges[:, 0].index_select(0, edge) + offset
+        dst = edges[:, 1].index_select(0, edge) + offset
+        while src.numel():
+            ls, ld = labels.index_select(0, src), labels.index_select(0, dst)
+            # An edge whose ends share a root stays resolved for good: drop it, so later
+            # rounds touch only the edges still joining two trees.
+            pending = (ls != ld).nonzero().squeeze(1)
+            if not pending.numel():
                 break
-            labels = jumped
+            src, dst = src.index_select(0, pending), dst.index_select(0, pending)
+            ls, ld = ls.index_select(0, pending), ld.index_select(0, pending)
+            # Roots only (labels are fully compressed): hook the larger root onto the
+            # smallest label offered to it. Invariant labels[i] <= i.
+            labels.scatter_reduce_(0, torch.maximum(ls, ld), torch.minimum(ls, ld), reduce="amin")
+            while True:  # pointer jumping until every node points at a root
+                jumped = labels.index_select(0, labels)
+                if torch.equal(jumped, labels):
+                    break
+                labels = jumped
+    return labels.view(replicas, num_nodes) - offsets.unsqueeze(1)
 
 
 def lattice_colouring(

@@ -56,8 +56,9 @@ KERNELS = {
     "Gibbs": _exact_gibbs,
 }
 
-# Model-specific kernels that do not take a generic (chains, dim) log density.
-NOT_GENERIC = {mcmc.BayesianGaussianMixture}
+# Model-specific kernels that do not take a generic (chains, dim) log density (the
+# discrete-state Potts and partition samplers have their own enumeration tests).
+NOT_GENERIC = {mcmc.BayesianGaussianMixture, mcmc.GeneralisedSwendsenWang}
 
 
 def test_registry_is_complete():
