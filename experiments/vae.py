@@ -3,6 +3,12 @@
 Kingma & Welling (2014) trained with the ELBO (or Burda et al.'s IWAE bound); evaluated
 with the ELBO and the importance-weighted bound at K = 1 ... 1000, the largest being the
 test log-likelihood estimate (Burda et al. 2016, section 5).
+
+Under ``torchrun --nproc_per_node=N`` the same config trains with DistributedDataParallel:
+every rank draws the same shuffle, takes its slice of each global batch of
+``train.batch_size`` images, and scales its loss so that the gradients DDP averages are
+those of the mean bound over the whole batch; each rank draws the reparameterisation noise
+for its slice from its own stream. Rank 0 evaluates, plots and writes.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ from typing import Literal
 
 import numpy as np
 import torch
+from torch import nn
 
-from bayestorch.experiment import ExperimentConfig, RunContext
+from bayestorch.experiment import ExperimentConfig, RunContext, distributed
 from bayestorch.experiment.data import ImageDataConfig, load_binarized
 from bayestorch.experiment.plots import image_grid, new_figure
 from bayestorch.vi import VAE
@@ -61,6 +68,17 @@ def _bound(model: VAE, x, objective: str, num_samples: int, generator) -> torch.
     return model.elbo(x, num_particles=num_samples, generator=generator)
 
 
+class TrainBound(nn.Module):
+    """The per-example training bound as a module, so that DDP can wrap it."""
+
+    def __init__(self, model: VAE, objective: str, num_samples: int) -> None:
+        super().__init__()
+        self.model, self.objective, self.num_samples = model, objective, num_samples
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return _bound(self.model, x, self.objective, self.num_samples, generator)
+
+
 @torch.no_grad()
 def evaluate(model: VAE, x, cfg: EvalConfig, generator) -> dict[str, float]:
     """Mean per-image test bounds in nats: the ELBO and the IWAE bound at each K."""
@@ -86,9 +104,17 @@ def run(cfg: Config, ctx: RunContext) -> None:
         likelihood=cfg.model.likelihood,
     ).to(ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    # Several processes: per-rank noise for each rank's slice of the batch (created before
+    # the restore, which sets its state) and DDP (after it: DDP broadcasts rank 0's
+    # parameters). One process: as ever.
+    world, rank = ctx.world_size, ctx.rank
+    noise = ctx.generator if world == 1 else ctx.make_generator("train_noise", per_rank=True)
     start_epoch, _ = ctx.restore({"model": model, "optimizer": optimizer})
+    bound_fn = distributed.wrap_model(
+        TrainBound(model, cfg.train.objective, cfg.train.num_samples), ctx.device
+    )
 
-    # Training: one seeded generator drives shuffling and the reparameterisation noise.
+    # Training: one seeded generator drives the shuffle (and, in one process, the noise).
     probe = EvalConfig(elbo_particles=10, iwae_samples=[], batch_size=cfg.eval.batch_size)
     bar = ctx.progress(
         range(start_epoch, cfg.train.epochs),
@@ -102,15 +128,17 @@ def run(cfg: Config, ctx: RunContext) -> None:
         for index in torch.randperm(len(train_x), generator=ctx.generator, device=ctx.device).split(
             cfg.train.batch_size
         ):
-            bound = _bound(
-                model, train_x[index], cfg.train.objective, cfg.train.num_samples, ctx.generator
-            )
-            loss = -bound.mean()
+            if world == 1:
+                loss = -(bound := bound_fn(train_x[index], noise)).mean()
+            else:  # DDP averages gradients over ranks: weight the sum so they are the mean's
+                shard = index.tensor_split(world)[rank]
+                bound = bound_fn(train_x[shard], noise)
+                loss = -bound.sum() * (world / len(index))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += bound.detach().sum()
-        train_bound = total.item() / len(train_x)
+        train_bound = distributed.all_reduce_sum(total).item() / len(train_x)
         if not np.isfinite(train_bound):
             raise FloatingPointError(
                 f"training bound became {train_bound} in epoch {epoch + 1}; lower train.lr"
@@ -124,6 +152,8 @@ def run(cfg: Config, ctx: RunContext) -> None:
         if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == cfg.train.epochs:
             ctx.save_checkpoint(epoch + 1, {"model": model, "optimizer": optimizer})
 
+    if not ctx.is_main:  # the replicas are equal: rank 0 evaluates and writes
+        return
     # Evaluation on its own generator: the figures do not depend on how training ran.
     model.eval()
     eval_generator = ctx.make_generator("eval")

@@ -22,6 +22,7 @@ References:
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Iterator
 
 import torch
@@ -71,7 +72,11 @@ class DPPBatchSampler(Sampler[list[int]]):
     (``rank``, ``world_size``), every rank draws the *same* k-DPP sample of size
     ``batch_size * world_size`` (same seed on all ranks), randomly split into disjoint
     per-rank batches; each rank's ``weights`` then use its own inclusion probabilities
-    ``pi_i / world_size``, so the gradient averaged over ranks is unbiased.
+    ``pi_i / world_size``, so the gradient averaged over ranks is unbiased. Under an
+    initialised process group (e.g. ``torchrun``) ``rank`` and ``world_size`` default to
+    the group's, and each epoch's iteration first checks (one small ``all_gather``) that
+    every rank holds the same seed and epoch (or generator state): ranks that disagree
+    would draw different k-DPP samples and overlapping batches, so they raise instead.
 
     Args:
         features: ``Phi`` of shape ``(N, d)``, or a callable returning it (e.g. a model's
@@ -222,11 +227,31 @@ class DPPBatchSampler(Sampler[list[int]]):
             return self.chunk_size
         return self.refresh_every - self._since_refresh
 
+    def _check_ranks_agree(self, generator: torch.Generator) -> None:
+        dist = torch.distributed
+        if not (
+            self.world_size > 1
+            and dist.is_available()
+            and dist.is_initialized()
+            and dist.get_world_size() == self.world_size
+        ):
+            return
+        fingerprint = zlib.crc32(generator.get_state().cpu().numpy().tobytes())
+        seen: list[int | None] = [None] * self.world_size
+        dist.all_gather_object(seen, fingerprint)
+        if len(set(seen)) > 1:
+            raise ValueError(
+                "DPPBatchSampler: the ranks' generators differ (different seed, epoch or "
+                "generator state), so their batches would overlap; give every rank the same "
+                "seed and call set_epoch(epoch) on every rank"
+            )
+
     def __iter__(self) -> Iterator[list[int]]:
         device = self.kdpp._param.device
         generator = self.generator
         if generator is None:
             generator = torch.Generator(device=device).manual_seed(self.seed + self.epoch)
+        self._check_ranks_agree(generator)
         k = self.batch_size
         remaining = self.num_batches
         while remaining > 0:

@@ -1,8 +1,11 @@
 """The experiment shell: configs, run directories, checkpoints, metrics, progress, plots.
 
-The only part of bayestorch that reads YAML, touches files or prints.
+The only part of bayestorch that reads YAML, touches files or prints. The same run works
+under ``torchrun`` (``bayestorch.experiment.distributed``): rank 0 writes, every rank
+computes.
 """
 
+from bayestorch.experiment import distributed as distributed
 from bayestorch.experiment.checkpoint import (
     CheckpointError,
     load_checkpoint,

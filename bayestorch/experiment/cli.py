@@ -1,4 +1,8 @@
-"""``python -m experiments CONFIG [key=value ...]``: run any registered experiment."""
+"""``python -m experiments CONFIG [key=value ...]``: run any registered experiment.
+
+The same command runs under ``torchrun --nproc_per_node=N -m experiments CONFIG ...``: the
+run context joins the process group, and it is destroyed when the run ends or fails.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bayestorch.experiment import distributed
 from bayestorch.experiment.config import (
     ConfigError,
     apply_overrides,
@@ -54,11 +59,15 @@ def main(argv: Sequence[str] | None, registry: Mapping[str, str]) -> int:
         return 0 if argv else 2
     try:
         config, module = load_experiment_config(argv[0], argv[1:], registry)
-        context = RunContext(config)
+        context = RunContext(config)  # under torchrun: joins the process group
         start = time.perf_counter()
         module.run(config, context)
+        context.info(
+            f"done in {time.perf_counter() - start:.1f} s; results in {context.output_dir}"
+        )
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    context.info(f"done in {time.perf_counter() - start:.1f} s; results in {context.output_dir}")
+    finally:
+        distributed.teardown()
     return 0

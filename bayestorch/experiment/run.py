@@ -5,6 +5,12 @@ object per logged step), ``checkpoints/`` (atomic, the newest ``keep_checkpoints
 ``summary.json`` and ``plots/*.png``. With ``resume=true`` the context restores the newest
 intact checkpoint (model, optimiser, every RNG state and the step) and drops metrics
 logged after it, so a killed run continues exactly where its checkpoint left it.
+
+Under ``torchrun`` (see :mod:`bayestorch.experiment.distributed`) the context initialises
+the process group and puts each rank on its device (``cuda:LOCAL_RANK`` or the CPU); every
+rank runs the same experiment code, but only rank 0 writes files (config, metrics,
+checkpoints, summary, text, plots) and prints. A checkpoint holds every rank's RNG states,
+so a killed multi-process run resumes exactly with the same world size.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from bayestorch.experiment import distributed
 from bayestorch.experiment.checkpoint import (
     atomic_write,
     checkpoint_path,
@@ -95,7 +102,9 @@ class RunContext:
 
     Attributes:
         config: the experiment's config dataclass.
-        device: the resolved ``torch.device``.
+        device: the resolved ``torch.device`` (``cuda:LOCAL_RANK`` under torchrun on GPUs).
+        rank, world_size, is_main: this process's place in a torchrun launch (0, 1, True
+            without one); only the main process writes files.
         generator: the run's generator on ``device``, seeded from ``config.seed``; its state
             is checkpointed.
         output_dir, plots_dir, checkpoint_dir: paths of the run directory.
@@ -104,7 +113,9 @@ class RunContext:
     def __init__(self, config: ExperimentConfig, *, keep_checkpoints: int = 2) -> None:
         self.config = config
         self.keep_checkpoints = keep_checkpoints
-        self.device = resolve_device(config.device)
+        self.device = distributed.setup(resolve_device(config.device))
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0
         self.output_dir = Path(config.output_dir)
         self.plots_dir = self.output_dir / "plots"
         self.checkpoint_dir = self.output_dir / "checkpoints"
@@ -115,28 +126,34 @@ class RunContext:
 
         seed_everything(config.seed)
         self.generator = self.make_generator("main")
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if not config.resume:
-            self._clear_previous_run()
-        self.plots_dir.mkdir(exist_ok=True)
-        self.checkpoint_dir.mkdir(exist_ok=True)
-        _atomic_write_text(
-            self.output_dir / "config.yaml", yaml.safe_dump(self._config_dict, sort_keys=False)
-        )
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            if not config.resume:
+                self._clear_previous_run()
+            self.plots_dir.mkdir(exist_ok=True)
+            self.checkpoint_dir.mkdir(exist_ok=True)
+            _atomic_write_text(
+                self.output_dir / "config.yaml", yaml.safe_dump(self._config_dict, sort_keys=False)
+            )
+        distributed.barrier()  # no rank reads the run directory before rank 0 has set it up
 
     # -- randomness -------------------------------------------------------------------
     def make_generator(
-        self, name: str, device: torch.device | str | None = None
+        self, name: str, device: torch.device | str | None = None, *, per_rank: bool = False
     ) -> torch.Generator:
         """A generator seeded from ``(config.seed, name)``, checkpointed with the run.
 
         Separate streams keep parts of a run independent: e.g. evaluation draws from its
         own generator, so its numbers do not depend on how many training steps ran.
+        With ``per_rank=True`` and several processes, each rank's stream is seeded from
+        ``(config.seed, name, rank)`` (e.g. noise for a rank's own shard of a batch);
+        otherwise every rank draws the same numbers (e.g. the shuffle all ranks share).
         """
         if name in self._generators:
             raise ValueError(f"a generator named {name!r} already exists in this run")
         generator = torch.Generator(device=torch.device(device or self.device))
-        generator.manual_seed(_derived_seed(self.config.seed, name))
+        key = f"{name}@rank{self.rank}" if per_rank and self.world_size > 1 else name
+        generator.manual_seed(_derived_seed(self.config.seed, key))
         self._generators[name] = generator
         return generator
 
@@ -178,7 +195,9 @@ class RunContext:
                 path.unlink()
 
     def log(self, step: int, **metrics: Any) -> None:
-        """Append ``{"step": step, **metrics}`` to ``metrics.jsonl``."""
+        """Append ``{"step": step, **metrics}`` to ``metrics.jsonl`` (rank 0 only)."""
+        if not self.is_main:
+            return
         record = {"step": int(step), **_jsonable(metrics)}
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -198,6 +217,8 @@ class RunContext:
     def write_summary(self, summary: dict[str, Any]) -> dict[str, Any]:
         """Write ``summary.json`` atomically (keys sorted, so equal runs give equal files)."""
         summary = _jsonable(summary)
+        if not self.is_main:
+            return summary
         _atomic_write_text(self.summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return summary
 
@@ -205,6 +226,8 @@ class RunContext:
         """Write ``output_dir/<name>.txt`` atomically (e.g. a summary table); a fresh run
         removes the previous run's text files."""
         path = self.output_dir / f"{name}.txt"
+        if not self.is_main:
+            return path
         _atomic_write_text(path, text if text.endswith("\n") else text + "\n")
         return path
 
@@ -213,7 +236,8 @@ class RunContext:
         import matplotlib.pyplot as plt
 
         path = self.plots_dir / f"{name}.png"
-        figure.savefig(path, dpi=120, bbox_inches="tight")
+        if self.is_main:
+            figure.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(figure)
         return path
 
@@ -221,15 +245,26 @@ class RunContext:
     def save_checkpoint(
         self, step: int, objects: dict[str, Any], extra: dict[str, Any] | None = None
     ) -> Path:
-        """Checkpoint ``objects`` (anything with ``state_dict``), every RNG state and ``step``."""
+        """Checkpoint ``objects`` (anything with ``state_dict``), every RNG state and ``step``.
+
+        Under torchrun every rank must call this (it gathers each rank's RNG states);
+        rank 0 writes ``objects`` as it holds them (DDP keeps the replicas equal).
+        """
+        rng = distributed.gather_objects(self._rng_state())
+        path = checkpoint_path(self.checkpoint_dir, step)
+        if not self.is_main:
+            return path
         state = {
             "step": int(step),
             "objects": {name: obj.state_dict() for name, obj in objects.items()},
-            "rng": self._rng_state(),
+            "rng": rng[0],
             "config": self._config_dict,
             "extra": extra or {},
+            "world_size": self.world_size,
         }
-        path = save_checkpoint(checkpoint_path(self.checkpoint_dir, step), state)
+        if self.world_size > 1:
+            state["rng_ranks"] = rng
+        save_checkpoint(path, state)
         prune_checkpoints(self.checkpoint_dir, self.keep_checkpoints)
         return path
 
@@ -247,16 +282,24 @@ class RunContext:
             self.info(f"resume=true but {self.checkpoint_dir} has no checkpoint: starting fresh")
             return 0, {}
         self._check_same_config(state["config"])
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world_size:
+            raise ConfigError(
+                f"cannot resume: the checkpoint was written by {saved_world} process(es), this "
+                f"run has {self.world_size}; resume with the same torchrun --nproc_per_node/"
+                "--nnodes, or use another output_dir"
+            )
         missing = sorted(set(objects) - set(state["objects"]))
         if missing:
             raise ConfigError(f"checkpoint has no state for {', '.join(missing)}")
         for name, obj in objects.items():
             obj.load_state_dict(state["objects"][name])
-        self._set_rng_state(state["rng"])
+        self._set_rng_state(state["rng_ranks"][self.rank] if "rng_ranks" in state else state["rng"])
         step = int(state["step"])
-        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
-        _atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
-        self.summary_path.unlink(missing_ok=True)
+        if self.is_main:
+            kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+            _atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+            self.summary_path.unlink(missing_ok=True)
         self.info(f"resumed from step {step} ({self.checkpoint_dir})")
         return step, state["extra"]
 
@@ -282,10 +325,13 @@ class RunContext:
 
     # -- console ----------------------------------------------------------------------
     def progress(self, iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
-        """A tqdm bar; hidden when ``progress=false`` or stderr is not a terminal."""
-        disable = not self.config.progress or not sys.stderr.isatty()
+        """A tqdm bar; hidden when ``progress=false``, stderr is not a terminal, or on
+        ranks other than 0."""
+        disable = not self.config.progress or not sys.stderr.isatty() or not self.is_main
         return tqdm(iterable, disable=disable, dynamic_ncols=True, **kwargs)
 
     def info(self, message: str) -> None:
-        """A one-line message on stderr that does not break a progress bar."""
+        """A one-line message on stderr that does not break a progress bar (rank 0 only)."""
+        if not self.is_main:
+            return
         tqdm.write(message, file=sys.stderr)

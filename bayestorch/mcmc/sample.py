@@ -9,10 +9,22 @@ only, ``torch.save``-able with ``weights_only=True``) every ``checkpoint_every``
 pass such a snapshot back as ``resume=`` with the same arguments and the run continues
 exactly where it stopped (same draws as an uninterrupted run, given a ``generator``). The
 library never writes files itself: ``bayestorch.experiment`` saves snapshots atomically.
+
+Independent chain groups and ``torch.distributed``: with ``chain_groups=G`` the chains
+split into ``G`` groups, each run by its own copy of the kernel with its own generator
+(seeded by a draw from ``generator``), so a group's draws depend on nothing outside it.
+Under an initialised process group of ``W`` processes (e.g. ``torchrun``) each rank runs
+``G / W`` of the groups (``G = W`` by default) and the results are all-gathered: the
+draws equal those of one process with ``chain_groups=W``, whatever the kernel, because
+each rank performs exactly the computation that process performs for its groups. (One
+shared generator sliced by rank would not be exact: NUTS and slice sampling draw a
+data-dependent number of variates for the batch as a whole.) Chains of different groups
+do not pool their warm-up adaptation, as with independent runs (Stan's chains).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +41,7 @@ from bayestorch.mcmc.hmc import HMC
 from bayestorch.mcmc.metropolis import RandomWalkMetropolis
 from bayestorch.mcmc.nuts import NUTS
 from bayestorch.mcmc.slice import SliceSampler
+from bayestorch.utils import distributed as collectives
 from bayestorch.utils.autograd import LogProbFn
 from bayestorch.utils.random import check_generator_device
 
@@ -168,12 +181,175 @@ class _Recorder:
             self.buffers[name][:, : value.shape[1]] = value
 
 
-def _refresh(bar, kernel: Kernel, warming: bool, accept: Tensor, divergent: Tensor) -> None:
-    postfix = {"accept": f"{float(accept):.2f}"}
+def _refresh(bar, kernel: Kernel, warming: bool, accept: Tensor | None, divergent: Tensor) -> None:
+    postfix = {} if accept is None else {"accept": f"{float(accept):.2f}"}
     postfix.update({k: f"{float(v):.3g}" for k, v in kernel.tuning_summary().items()})
     postfix["divergent"] = int(divergent)
     bar.set_description("warmup" if warming else "sample")
     bar.set_postfix(postfix, refresh=False)
+
+
+class _Chains:
+    """One group of chains driven by one kernel and one generator: state, warm-up, records."""
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        initial_position: Tensor,
+        generator: torch.Generator | None,
+        num_warmup: int,
+        num_samples: int,
+        thin: int,
+        resume: dict[str, Any] | None,
+    ) -> None:
+        self.kernel, self.generator = kernel, generator
+        self.num_warmup, self.thin = num_warmup, thin
+        self.warmup_rec, self.draw_rec = _Recorder(num_warmup), _Recorder(num_samples // thin)
+        if resume is None:
+            self.state = kernel.init(initial_position, generator=generator)
+            self.adapt_state = kernel.warmup_init(self.state, num_warmup) if num_warmup else None
+            return
+        # A snapshot loaded from disk may sit on the CPU: move it to the chains' device
+        # (the RNG state stays the CPU byte tensor torch's generators expect).
+        resume = {
+            k: v if k == "rng_state" else _to_device(v, initial_position.device)
+            for k, v in resume.items()
+        }
+        kernel.load_state_dict(resume["kernel"])
+        template = kernel.init(initial_position, generator=generator)
+        self.state = pytree.tree_unflatten(list(resume["state"]), pytree.tree_flatten(template)[1])
+        self.adapt_state = None
+        if num_warmup > 0:
+            adapt_template = kernel.warmup_init(self.state, num_warmup)
+            kernel.load_state_dict(resume["kernel"])  # warmup_init may reshape buffers
+            self.adapt_state = pytree.tree_unflatten(
+                list(resume["adapt_state"]), pytree.tree_flatten(adapt_template)[1]
+            )
+        self.warmup_rec.load(resume["warmup_stats"])
+        self.draw_rec.load(resume["draws"])
+        _set_rng_state(generator, resume["rng_state"])
+
+    def step(self, iteration: int) -> tuple[Any, dict[str, Tensor]]:
+        """Transition ``iteration`` (0-based, warm-up first): returns the Info and its
+        per-chain statistics."""
+        kernel, generator = self.kernel, self.generator
+        self.state, info = kernel.step(self.state, generator=generator)
+        # Per-chain statistics only: (chains, dim) fields of an Info serve adaptation.
+        stats = {k: v for k, v in info._asdict().items() if v.dim() == 1}
+        if iteration < self.num_warmup:
+            self.warmup_rec.record(iteration, stats)
+            self.adapt_state = kernel.warmup_update(
+                self.adapt_state, self.state, info, iteration, generator=generator
+            )
+            if iteration == self.num_warmup - 1:
+                kernel.warmup_finalize(self.adapt_state)
+        else:
+            index = iteration - self.num_warmup
+            if (index + 1) % self.thin == 0:
+                self.draw_rec.record(
+                    index // self.thin, {"__position__": self.state.position, **stats}
+                )
+        return info, stats
+
+    def snapshot(self, done: int) -> dict[str, Any]:
+        """The resumable state after ``done`` transitions."""
+        return {
+            "iteration": done,
+            "kernel": self.kernel.state_dict(),
+            "state": pytree.tree_flatten(self.state)[0],
+            "adapt_state": pytree.tree_flatten(self.adapt_state)[0],
+            "warmup_stats": self.warmup_rec.filled(min(done, self.num_warmup)),
+            "draws": self.draw_rec.filled(max(done - self.num_warmup, 0) // self.thin),
+            "rng_state": _rng_state(self.generator),
+        }
+
+
+def _cat_dicts(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
+
+
+class _Plan:
+    """How the chains split into independently seeded groups and the groups over ranks.
+
+    Group ``g`` holds chains ``bounds[g]:bounds[g + 1]`` and is run by rank
+    ``g // (num_groups // world_size)``; ``local`` lists this rank's groups.
+    """
+
+    def __init__(self, num_chains: int, chain_groups: int | None, distributed: bool | None):
+        initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed is None:
+            distributed = initialised and torch.distributed.get_world_size() > 1
+        elif distributed and not initialised:
+            raise ValueError(
+                "distributed=True needs an initialised torch.distributed process group "
+                "(e.g. launch with torchrun and call torch.distributed.init_process_group)"
+            )
+        self.distributed = bool(distributed)
+        self.world = torch.distributed.get_world_size() if self.distributed else 1
+        self.rank = torch.distributed.get_rank() if self.distributed else 0
+        groups = self.world if chain_groups is None else chain_groups
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"chain_groups must be a positive int or None, got {chain_groups!r}")
+        if groups % self.world or groups > num_chains:
+            raise ValueError(
+                f"chain_groups must be a multiple of the world size {self.world} and at most "
+                f"the number of chains {num_chains}, got {groups}"
+            )
+        self.num_groups = groups
+        sizes = [len(c) for c in torch.arange(num_chains).tensor_split(groups)]
+        self.bounds = [sum(sizes[:g]) for g in range(groups + 1)]
+        per_rank = groups // self.world
+        self.local = list(range(self.rank * per_rank, (self.rank + 1) * per_rank))
+
+    @property
+    def grouped(self) -> bool:
+        return self.num_groups > 1 or self.distributed
+
+    def chains(self, group: int) -> slice:
+        return slice(self.bounds[group], self.bounds[group + 1])
+
+
+def _group_generators(plan: _Plan, generator: torch.Generator | None, device) -> list:
+    """One fresh generator per local group, seeded from ``generator`` (rank 0's draw)."""
+    seeds = torch.randint(2**62, (plan.num_groups,), generator=generator, device=device)
+    seeds = collectives.broadcast_object(seeds.tolist()) if plan.distributed else seeds.tolist()
+    return [torch.Generator(device=device).manual_seed(seeds[g]) for g in plan.local]
+
+
+def _group_resume(resume: dict[str, Any], plan: _Plan, group: int) -> dict[str, Any]:
+    if "groups" not in resume or len(resume["groups"]) != plan.num_groups:
+        found = len(resume["groups"]) if "groups" in resume else 1
+        raise ValueError(
+            f"resume snapshot holds {found} chain group(s) but this run has "
+            f"{plan.num_groups}: resume with the same chain_groups and world size"
+        )
+    chains = plan.chains(group)
+    return {
+        **resume["groups"][group],
+        "iteration": resume["iteration"],
+        "draws": {k: v[chains] for k, v in resume["draws"].items()},
+        "warmup_stats": {k: v[chains] for k, v in resume["warmup_stats"].items()},
+    }
+
+
+def _grouped_snapshot(plan: _Plan, runs: list[_Chains], done: int) -> dict[str, Any]:
+    """Every group's snapshot (gathered from all ranks, on the CPU) in one resumable dict;
+    ``draws``/``warmup_stats``/``kernel`` are laid out as an ungrouped snapshot's."""
+    cpu = torch.device("cpu")
+    local = [_to_device(run.snapshot(done), cpu) for run in runs]
+    if plan.distributed:
+        local = [snap for part in collectives.gather_objects(local) for snap in part]
+    return {
+        "iteration": done,
+        "kernel": local[0]["kernel"],
+        "draws": _cat_dicts([s.pop("draws") for s in local]),
+        "warmup_stats": _cat_dicts([s.pop("warmup_stats") for s in local]),
+        "groups": [{k: v for k, v in s.items() if k != "iteration"} for s in local],
+    }
+
+
+def _gather(plan: _Plan, value: Tensor) -> Tensor:
+    return collectives.all_gather_cat(value) if plan.distributed else value
 
 
 def sample(
@@ -190,6 +366,8 @@ def sample(
     checkpoint_fn: Callable[[dict[str, Any]], None] | None = None,
     checkpoint_every: int = 100,
     resume: dict[str, Any] | None = None,
+    chain_groups: int | None = None,
+    distributed: bool | None = None,
     **kernel_kwargs: Any,
 ) -> SampleResult:
     """Run warm-up (adapting the kernel) then ``num_samples`` transitions of every chain.
@@ -205,6 +383,24 @@ def sample(
         generator: on the device of ``initial_position``; same seed, same draws.
         progress: a tqdm bar with acceptance, tuned step size and divergences.
         checkpoint_fn, checkpoint_every, resume: see the module docstring.
+        chain_groups: split the chains into this many contiguous groups, each an
+            independent sampler: its own copy of the kernel (own adaptation) and its own
+            generator, seeded by a draw from ``generator``. Default: the world size when
+            distributed, else 1 (no groups: one kernel and ``generator`` drive all chains).
+        distributed: split the groups over the ranks of the initialised
+            ``torch.distributed`` process group (rank ``r`` runs groups
+            ``r * G / W ... (r + 1) * G / W - 1``). Default: whenever a group of more than
+            one process is initialised. Every rank passes the same arguments; rank 0's
+            ``initial_position`` and group seeds are broadcast.
+
+    Distributed runs: because a group's randomness depends only on its own seed and its
+    own chains, the draws of ``W`` ranks equal, bit for bit, those of one process run with
+    ``chain_groups=W`` and the same ``generator`` seed. Every rank returns the *full*
+    result (samples and statistics of all chains, gathered with ``all_gather``), so
+    ``summary()`` (R-hat, ESS) covers all chains on any rank and experiment code needs no
+    rank checks; ``kernel`` and ``final_state`` are this rank's first local group's.
+    ``checkpoint_fn`` is called on every rank with the same snapshot of all groups (let
+    rank 0 write it).
 
     Shape:
         returns ``SampleResult`` with ``samples (chains, num_samples // thin, dim)``.
@@ -217,80 +413,72 @@ def sample(
             f"{num_samples}, {thin}"
         )
     kernel = _make_kernel(kernel, log_prob_fn, kernel_kwargs)
-    num_draws = num_samples // thin
-    warmup_rec, draw_rec = _Recorder(num_warmup), _Recorder(num_draws)
-
-    if resume is None:
-        state = kernel.init(initial_position, generator=generator)
-        adapt_state = kernel.warmup_init(state, num_warmup) if num_warmup > 0 else None
-        start = 0
+    plan = _Plan(initial_position.shape[0], chain_groups, distributed)
+    args = (num_warmup, num_samples, thin)
+    if not plan.grouped:
+        if resume is not None and "groups" in resume:
+            _group_resume(resume, plan, 0)  # raises: a grouped snapshot
+        runs = [_Chains(kernel, initial_position, generator, *args, resume)]
     else:
-        # A snapshot loaded from disk may sit on the CPU: move it to the chains' device
-        # (the RNG state stays the CPU byte tensor torch's generators expect).
-        resume = {
-            k: v if k == "rng_state" else _to_device(v, initial_position.device)
-            for k, v in resume.items()
-        }
-        kernel.load_state_dict(resume["kernel"])
-        template = kernel.init(initial_position, generator=generator)
-        state = pytree.tree_unflatten(list(resume["state"]), pytree.tree_flatten(template)[1])
-        adapt_state = None
-        if num_warmup > 0:
-            adapt_template = kernel.warmup_init(state, num_warmup)
-            kernel.load_state_dict(resume["kernel"])  # warmup_init may reshape buffers
-            adapt_state = pytree.tree_unflatten(
-                list(resume["adapt_state"]), pytree.tree_flatten(adapt_template)[1]
+        if plan.distributed:  # every rank starts from rank 0's positions
+            initial_position = initial_position.clone()
+            torch.distributed.broadcast(initial_position, src=0)
+        generators = _group_generators(plan, generator, initial_position.device)
+        # Fresh copies of the kernel before any group initialises it (the model behind
+        # log_prob_fn is shared, not copied).
+        memo = {id(kernel.log_prob_fn): kernel.log_prob_fn}
+        kernels = [kernel] + [copy.deepcopy(kernel, dict(memo)) for _ in plan.local[1:]]
+        runs = [
+            _Chains(
+                k,
+                initial_position[plan.chains(g)],
+                gen,
+                *args,
+                None if resume is None else _group_resume(resume, plan, g),
             )
-        warmup_rec.load(resume["warmup_stats"])
-        draw_rec.load(resume["draws"])
-        _set_rng_state(generator, resume["rng_state"])
-        start = int(resume["iteration"])
+            for k, gen, g in zip(kernels, generators, plan.local)
+        ]
+    start = 0 if resume is None else int(resume["iteration"])
+    num_draws = num_samples // thin
 
     total = num_warmup + num_samples
+    progress = progress and plan.rank == 0
     bar = tqdm(total=total, initial=start, disable=not progress, desc="warmup", leave=False)
     # Running sums on the device (no sync); the host reads them only to refresh the bar.
     zero = torch.zeros((), device=initial_position.device)
     accept_sum, divergent_sum, count = zero, zero, 0
     try:
         for iteration in range(start, total):
-            state, info = kernel.step(state, generator=generator)
-            # Per-chain statistics only: (chains, dim) fields of an Info serve adaptation.
-            stats = {k: v for k, v in info._asdict().items() if v.dim() == 1}
-            if iteration < num_warmup:
-                warmup_rec.record(iteration, stats)
-                adapt_state = kernel.warmup_update(
-                    adapt_state, state, info, iteration, generator=generator
-                )
-                if iteration == num_warmup - 1:
-                    kernel.warmup_finalize(adapt_state)
-            else:
-                index = iteration - num_warmup
-                if (index + 1) % thin == 0:
-                    draw_rec.record(index // thin, {"__position__": state.position, **stats})
+            steps = [run.step(iteration) for run in runs]
             if progress:
                 if iteration == num_warmup:  # the bar reports the sampling phase afresh
                     accept_sum, divergent_sum, count = zero, zero, 0
-                accept_sum = accept_sum + info.accept_prob.mean()
-                if "is_divergent" in stats:
-                    divergent_sum = divergent_sum + info.is_divergent.sum()
+                infos = [info for info, _ in steps]
+                if "accept_prob" in steps[0][1]:  # (the slice sampler has none)
+                    accept_sum = accept_sum + torch.cat([i.accept_prob for i in infos]).mean()
+                if "is_divergent" in steps[0][1]:
+                    divergent_sum = divergent_sum + sum(i.is_divergent.sum() for i in infos)
                 count += 1
                 bar.update(1)
                 if (iteration + 1) % refresh_every == 0 or iteration + 1 == total:
-                    _refresh(bar, kernel, iteration < num_warmup, accept_sum / count, divergent_sum)
+                    _refresh(
+                        bar,
+                        runs[0].kernel,
+                        iteration < num_warmup,
+                        accept_sum / count if "accept_prob" in steps[0][1] else None,
+                        divergent_sum,
+                    )
             if checkpoint_fn is not None and (iteration + 1) % checkpoint_every == 0:
-                checkpoint_fn(
-                    {
-                        "iteration": iteration + 1,
-                        "kernel": kernel.state_dict(),
-                        "state": pytree.tree_flatten(state)[0],
-                        "adapt_state": pytree.tree_flatten(adapt_state)[0],
-                        "warmup_stats": warmup_rec.filled(min(iteration + 1, num_warmup)),
-                        "draws": draw_rec.filled(max(iteration + 1 - num_warmup, 0) // thin),
-                        "rng_state": _rng_state(generator),
-                    }
-                )
+                if plan.grouped:
+                    checkpoint_fn(_grouped_snapshot(plan, runs, iteration + 1))
+                else:
+                    checkpoint_fn(runs[0].snapshot(iteration + 1))
     finally:
         bar.close()
-    draws = draw_rec.filled(num_draws)
+    draws = _cat_dicts([run.draw_rec.filled(num_draws) for run in runs])
+    warmup_stats = _cat_dicts([run.warmup_rec.filled(num_warmup) for run in runs])
+    if plan.grouped:
+        draws = {k: _gather(plan, v) for k, v in draws.items()}
+        warmup_stats = {k: _gather(plan, v) for k, v in warmup_stats.items()}
     samples = draws.pop("__position__")
-    return SampleResult(samples, draws, kernel, state, warmup_rec.filled(num_warmup))
+    return SampleResult(samples, draws, runs[0].kernel, runs[0].state, warmup_stats)
