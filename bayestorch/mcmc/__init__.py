@@ -2,7 +2,11 @@
 
 Every kernel follows one protocol (``bayestorch.mcmc.base``): ``state = kernel.init(position)``
 with ``position`` of shape ``(chains, dim)``, ``state, info = kernel.step(state, generator)``;
-tuned values are buffers; ``sample()`` runs warm-up and draws for any of them.
+tuned values are buffers; ``sample()`` runs warm-up and draws for any of them (and splits
+chains over ``torch.distributed`` ranks). Also here: discrete-state cluster samplers
+(Swendsen–Wang for Potts models and segmentation, the generalised Swendsen–Wang for
+Bayesian nonparametric partitions) and SGHMC, a ``torch.optim``-style sampler over any
+network's parameters.
 """
 
 from __future__ import annotations
