@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from bayestorch.gan.gan import _check_betas, check_components, check_latent_dim
+from bayestorch.gan.gan import GANBase, _check_betas, check_components, check_latent_dim
 from bayestorch.gan.losses import discriminator_loss, flatten_logits
 from bayestorch.gan.priors import LatentPrior
 from bayestorch.gan.responsibility import responsibility_loss
@@ -76,7 +76,7 @@ def _positive_int(name: str, value) -> int:
     return value
 
 
-class BayesianGAN(nn.Module):
+class BayesianGAN(GANBase):
     """Bayesian GAN (Saatchi & Wilson 2017) with true SGHMC and any latent prior.
 
     Args:
@@ -336,36 +336,22 @@ class BayesianGAN(nn.Module):
         x[order] = torch.cat(outputs)
         return (x, component) if return_component else x
 
-    @torch.no_grad()
-    def responsibilities(self, x: Tensor) -> Tensor:
-        """``q(k | x)`` from the responsibility network.
-
-        Shape:
-            ``(n, ...)`` -> ``(n, K)``.
-        """
-        if self.responsibility is None:
-            raise ValueError("this BayesianGAN has no responsibility network")
-        return torch.softmax(self.responsibility(x), -1)
-
     # -- checkpoints -------------------------------------------------------------------------------
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer | None]:
+        return {
+            "generator": self.g_sampler,
+            "discriminator": self.d_sampler,
+            "aux": self.aux_optimizer,
+        }
+
     def checkpoint_state(self) -> dict:
         """Module state, sampler/optimizer states and the kept weight samples."""
-        return {
-            "module": self.state_dict(),
-            "optimizers": {
-                "generator": self.g_sampler.state_dict(),
-                "discriminator": self.d_sampler.state_dict(),
-                "aux": None if self.aux_optimizer is None else self.aux_optimizer.state_dict(),
-            },
-            "kept": [{k: v.clone() for k, v in s.items()} for s in self.kept],
-        }
+        state = super().checkpoint_state()
+        state["kept"] = [{k: v.clone() for k, v in s.items()} for s in self.kept]
+        return state
 
     def load_checkpoint_state(self, state: dict) -> None:
         """Restore what :meth:`checkpoint_state` returned."""
-        self.load_state_dict(state["module"])
-        self.g_sampler.load_state_dict(state["optimizers"]["generator"])
-        self.d_sampler.load_state_dict(state["optimizers"]["discriminator"])
-        if self.aux_optimizer is not None:
-            self.aux_optimizer.load_state_dict(state["optimizers"]["aux"])
+        super().load_checkpoint_state(state)
         device = self.num_steps.device
         self.kept = [{k: v.to(device) for k, v in s.items()} for s in state["kept"]]

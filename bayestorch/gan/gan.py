@@ -68,7 +68,48 @@ def _check_betas(betas: Sequence[float]) -> tuple[float, float]:
     return betas
 
 
-class GAN(nn.Module):
+class GANBase(nn.Module):
+    """What :class:`GAN` and :class:`~bayestorch.gan.bayesian_gan.BayesianGAN` share:
+    responsibilities and exact checkpoints of the module plus its optimizers/samplers
+    (subclasses list those in :meth:`_optimizers`)."""
+
+    responsibility: nn.Module | None
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer | None]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def responsibilities(self, x: Tensor) -> Tensor:
+        """``q(k | x)`` from the responsibility network.
+
+        Shape:
+            ``(n, ...)`` -> ``(n, K)``.
+        """
+        if self.responsibility is None:
+            raise ValueError(
+                f"this {type(self).__name__} has no responsibility network (responsibility=None)"
+            )
+        return torch.softmax(self.responsibility(x), -1)
+
+    def checkpoint_state(self) -> dict:
+        """Everything needed to resume exactly: ``{"module": state_dict, "optimizers": ...}``."""
+        return {
+            "module": self.state_dict(),
+            "optimizers": {
+                name: None if opt is None else opt.state_dict()
+                for name, opt in self._optimizers().items()
+            },
+        }
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        """Restore what :meth:`checkpoint_state` returned."""
+        self.load_state_dict(state["module"])
+        for name, opt in self._optimizers().items():
+            if opt is not None:
+                opt.load_state_dict(state["optimizers"][name])
+
+
+class GAN(GANBase):
     """A GAN with a pluggable latent prior, trained by :meth:`training_step`.
 
     Args:
@@ -206,30 +247,5 @@ class GAN(nn.Module):
         x = self.generator(z)
         return (x, component) if return_component else x
 
-    @torch.no_grad()
-    def responsibilities(self, x: Tensor) -> Tensor:
-        """``q(k | x)`` from the responsibility network.
-
-        Shape:
-            ``(n, ...)`` -> ``(n, K)``.
-        """
-        if self.responsibility is None:
-            raise ValueError("this GAN has no responsibility network (responsibility=None)")
-        return torch.softmax(self.responsibility(x), -1)
-
-    # -- checkpoints ---------------------------------------------------------------------------
-    def checkpoint_state(self) -> dict:
-        """Everything needed to resume exactly: ``{"module": state_dict, "optimizers": ...}``."""
-        return {
-            "module": self.state_dict(),
-            "optimizers": {
-                "generator": self.g_optimizer.state_dict(),
-                "discriminator": self.d_optimizer.state_dict(),
-            },
-        }
-
-    def load_checkpoint_state(self, state: dict) -> None:
-        """Restore what :meth:`checkpoint_state` returned."""
-        self.load_state_dict(state["module"])
-        self.g_optimizer.load_state_dict(state["optimizers"]["generator"])
-        self.d_optimizer.load_state_dict(state["optimizers"]["discriminator"])
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer | None]:
+        return {"generator": self.g_optimizer, "discriminator": self.d_optimizer}
