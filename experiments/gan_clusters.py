@@ -44,6 +44,7 @@ from experiments.gan_common import (
     aggregate,
     build_variant,
     derived_seed,
+    digits_network,
     generate,
     markdown_table,
     train_series,
@@ -66,16 +67,6 @@ class BaselineConfig:
     gmm_init: int = 2  # GaussianMixture restarts (full covariances: the slow one)
 
 
-def _default_net() -> NetworkConfig:
-    return NetworkConfig(
-        latent_dim=16,
-        generator_hidden=[256, 256],
-        discriminator_hidden=[256, 256],
-        activation="leaky_relu",
-        output="sigmoid",
-    )
-
-
 def _default_train() -> TrainConfig:
     return TrainConfig(steps=3000, batch_size=64, lr=2.0e-4, responsibility=True)
 
@@ -88,7 +79,7 @@ class Config(ExperimentConfig):
     variant: str = "gan"  # gan or bgan: the family; the prior is fixed by the part
     num_replicates: int = 1
     data: DataConfig = field(default_factory=DataConfig)
-    net: NetworkConfig = field(default_factory=_default_net)
+    net: NetworkConfig = field(default_factory=digits_network)
     prior: PriorConfig = field(default_factory=PriorConfig)
     train: TrainConfig = field(default_factory=_default_train)
     bayes: BayesConfig = field(default_factory=BayesConfig)

@@ -82,6 +82,17 @@ class BayesConfig:
     max_kept: int = 20
 
 
+def digits_network() -> NetworkConfig:
+    """The digits experiments' networks: 16-d latent, MLPs 256-256, leaky ReLU, sigmoid out."""
+    return NetworkConfig(
+        latent_dim=16,
+        generator_hidden=[256, 256],
+        discriminator_hidden=[256, 256],
+        activation="leaky_relu",
+        output="sigmoid",
+    )
+
+
 # -- networks ------------------------------------------------------------------------------
 _ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh}
 

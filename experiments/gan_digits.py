@@ -31,6 +31,7 @@ from experiments.gan_common import (
     build_variant,
     check_variants,
     derived_seed,
+    digits_network,
     eval_generator,
     markdown_table,
     train_series,
@@ -49,16 +50,6 @@ class EvalConfig:
     min_fraction: float = 0.01  # a class is found when it gets this share of the samples
 
 
-def _default_net() -> NetworkConfig:
-    return NetworkConfig(
-        latent_dim=16,
-        generator_hidden=[256, 256],
-        discriminator_hidden=[256, 256],
-        activation="leaky_relu",
-        output="sigmoid",
-    )
-
-
 def _default_train() -> TrainConfig:
     return TrainConfig(steps=3000, batch_size=64, lr=2.0e-4, log_every=100, checkpoint_every=500)
 
@@ -70,7 +61,7 @@ class Config(ExperimentConfig):
     data: DataConfig = field(default_factory=DataConfig)
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
     num_replicates: int = 1
-    net: NetworkConfig = field(default_factory=_default_net)
+    net: NetworkConfig = field(default_factory=digits_network)
     prior: PriorConfig = field(default_factory=lambda: PriorConfig(num_components=10))
     train: TrainConfig = field(default_factory=_default_train)
     bayes: BayesConfig = field(default_factory=BayesConfig)
