@@ -7,6 +7,6 @@ Salakhutdinov (2016).
 
 from bayestorch.vi.categorical_vae import CategoricalVAE
 from bayestorch.vi.elbo import elbo, iwae_bound, log_importance_weights
-from bayestorch.vi.vae import VAE, mlp
+from bayestorch.vi.vae import VAE, LatentVariableModel, mlp
 
-__all__ = ["VAE", "CategoricalVAE", "elbo", "iwae_bound", "log_importance_weights", "mlp"]
+__all__ = ["VAE", "CategoricalVAE", "LatentVariableModel", "elbo", "iwae_bound", "log_importance_weights", "mlp"]

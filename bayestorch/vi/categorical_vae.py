@@ -36,15 +36,15 @@ from torch.distributions import Distribution, Independent, OneHotCategorical
 from bayestorch.gumbel import GumbelSoftmax, gumbel_max
 from bayestorch.utils.checks import check_last_dim
 from bayestorch.utils.random import check_generator_device, draw
-from bayestorch.vi.elbo import elbo, iwae_bound
-from bayestorch.vi.vae import mlp, observation_distribution, observation_log_prob
+from bayestorch.vi.elbo import elbo
+from bayestorch.vi.vae import LatentVariableModel, mlp
 
 __all__ = ["CategoricalVAE"]
 
 Estimator = Literal["relaxed", "straight_through"]
 
 
-class CategoricalVAE(nn.Module):
+class CategoricalVAE(LatentVariableModel):
     """VAE with ``num_latents`` categorical latents of ``num_categories`` classes (Gumbel-softmax).
 
     Args:
@@ -165,22 +165,11 @@ class CategoricalVAE(nn.Module):
         )
         return Independent(OneHotCategorical(logits=logits, validate_args=False), 1)
 
-    def _decoder_output(self, z: Tensor) -> Tensor:
-        out = self.decoder(z.flatten(-2))
-        if out.shape[-1] != self.data_dim:
-            raise ValueError(f"decoder must output (..., {self.data_dim}), got {tuple(out.shape)}")
-        return out
+    def _prior_for(self, x: Tensor) -> Distribution:
+        return self.prior(x)
 
-    def decode(self, z: Tensor) -> Distribution:
-        """p(x | z) for one-hot (or relaxed) latents; event ``(data_dim,)``."""
-        return observation_distribution(self._decoder_output(z), self.likelihood, self._obs_scale())
-
-    def log_likelihood(self, z: Tensor, x: Tensor) -> Tensor:
-        """``log p(x | z)`` without Distribution objects. Shape: ``z.shape[:-2]``."""
-        return observation_log_prob(self._decoder_output(z), x, self.likelihood, self._obs_scale())
-
-    def _obs_scale(self) -> Tensor | None:
-        return self.log_obs_scale if self.likelihood == "gaussian" else None
+    def _decoder_input(self, z: Tensor) -> Tensor:
+        return z.flatten(-2)  # one-hot (or relaxed) latents (..., num_latents, K)
 
     def _kl_to_uniform(self, log_q: Tensor) -> Tensor:
         # KL(q || uniform) = sum_k q_k (log q_k + log K), summed over the latents.
@@ -219,31 +208,6 @@ class CategoricalVAE(nn.Module):
         if num_particles > 1:
             log_lik = log_lik.mean(0)
         return log_lik - self._kl_to_uniform(log_q)
-
-    def iwae_bound(
-        self,
-        x: Tensor,
-        num_samples: int,
-        *,
-        chunk_size: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Importance-weighted bound with discrete one-hot draws (Burda et al. 2016).
-
-        Shape: ``(batch,)``.
-        """
-        return iwae_bound(
-            lambda z: self.log_likelihood(z, x),
-            self.encode(x),
-            self.prior(x),
-            num_samples,
-            chunk_size=chunk_size,
-            generator=generator,
-        )
-
-    def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        """The training objective per example, so ``-model(x).mean()`` is the loss."""
-        return self.elbo(x, generator=generator)
 
     @torch.no_grad()
     def sample(

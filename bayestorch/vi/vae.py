@@ -28,7 +28,7 @@ from bayestorch.utils.checks import check_last_dim
 from bayestorch.utils.random import check_generator_device, draw
 from bayestorch.vi.elbo import elbo, iwae_bound
 
-__all__ = ["VAE", "mlp"]
+__all__ = ["LatentVariableModel", "VAE", "mlp"]
 
 Likelihood = Literal["bernoulli", "gaussian"]
 _MIN_SCALE = 1e-5  # keeps q(z|x) proper when softplus underflows
@@ -72,7 +72,66 @@ def observation_log_prob(
     return -0.5 * sq.sum(-1) - log_obs_scale.sum() - 0.5 * data_dim * math.log(2 * math.pi)
 
 
-class VAE(nn.Module):
+class LatentVariableModel(nn.Module):
+    """What VAE and CategoricalVAE share: the observation model p(x | z) behind a decoder,
+    the importance-weighted bound, and ``forward`` = per-example ELBO.
+
+    Subclasses set ``decoder``, ``data_dim``, ``likelihood`` (and ``log_obs_scale`` for a
+    Gaussian likelihood) and define ``encode(x)``, ``elbo(x, ...)`` and ``_prior_for(x)``.
+    """
+
+    decoder: nn.Module
+    data_dim: int
+    likelihood: Likelihood
+
+    def _prior_for(self, x: Tensor) -> Distribution:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _decoder_input(self, z: Tensor) -> Tensor:
+        return z
+
+    def _decoder_output(self, z: Tensor) -> Tensor:
+        out = self.decoder(self._decoder_input(z))
+        if out.shape[-1] != self.data_dim:
+            raise ValueError(f"decoder must output (..., {self.data_dim}), got {tuple(out.shape)}")
+        return out
+
+    def _obs_scale(self) -> Tensor | None:
+        return self.log_obs_scale if self.likelihood == "gaussian" else None
+
+    def decode(self, z: Tensor) -> Distribution:
+        """p(x | z); event shape ``(data_dim,)``."""
+        return observation_distribution(self._decoder_output(z), self.likelihood, self._obs_scale())
+
+    def log_likelihood(self, z: Tensor, x: Tensor) -> Tensor:
+        """``decode(z).log_prob(x)`` without building Distribution objects (the hot path)."""
+        return observation_log_prob(self._decoder_output(z), x, self.likelihood, self._obs_scale())
+
+    def iwae_bound(
+        self,
+        x: Tensor,
+        num_samples: int,
+        *,
+        chunk_size: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Per-example importance-weighted bound with ``num_samples`` draws of ``q(z | x)``
+        (Burda et al. 2016). Shape: ``(batch,)``."""
+        return iwae_bound(
+            lambda z: self.log_likelihood(z, x),
+            self.encode(x),
+            self._prior_for(x),
+            num_samples,
+            chunk_size=chunk_size,
+            generator=generator,
+        )
+
+    def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """The per-example ELBO, so ``-model(x).mean()`` is the training loss."""
+        return self.elbo(x, generator=generator)
+
+
+class VAE(LatentVariableModel):
     """Variational autoencoder with prior ``N(0, I)`` and a Gaussian posterior ``q(z | x)``.
 
     Args:
@@ -138,30 +197,13 @@ class VAE(nn.Module):
         loc, raw_scale = out.chunk(2, dim=-1)
         return loc, F.softplus(raw_scale) + _MIN_SCALE
 
+    def _prior_for(self, x: Tensor) -> Distribution:
+        return self.prior()
+
     def encode(self, x: Tensor) -> Distribution:
         """q(z | x); batch shape ``x.shape[:-1]``, event shape ``(latent_dim,)``."""
         loc, scale = self._posterior_params(x)
         return Independent(Normal(loc, scale, validate_args=False), 1)
-
-    def _decoder_output(self, z: Tensor) -> Tensor:
-        out = self.decoder(z)
-        if out.shape[-1] != self.data_dim:
-            raise ValueError(f"decoder must output (..., {self.data_dim}), got {tuple(out.shape)}")
-        return out
-
-    def decode(self, z: Tensor) -> Distribution:
-        """p(x | z); batch shape ``z.shape[:-1]``, event shape ``(data_dim,)``."""
-        return observation_distribution(self._decoder_output(z), self.likelihood, self._obs_scale())
-
-    def _log_likelihood_fn(self, x: Tensor):
-        return lambda z: self._log_likelihood(z, x)
-
-    def _log_likelihood(self, z: Tensor, x: Tensor) -> Tensor:
-        """``decode(z).log_prob(x)`` without building Distribution objects (the hot path)."""
-        return observation_log_prob(self._decoder_output(z), x, self.likelihood, self._obs_scale())
-
-    def _obs_scale(self) -> Tensor | None:
-        return self.log_obs_scale if self.likelihood == "gaussian" else None
 
     def elbo(
         self,
@@ -181,7 +223,7 @@ class VAE(nn.Module):
         """
         if analytic_kl is False:
             return elbo(
-                self._log_likelihood_fn(x),
+                lambda z: self.log_likelihood(z, x),
                 self.encode(x),
                 self.prior(),
                 num_particles=num_particles,
@@ -195,34 +237,12 @@ class VAE(nn.Module):
         # One particle: no leading particle dim (same draws; a shorter backward graph).
         shape = loc.shape if num_particles == 1 else (num_particles, *loc.shape)
         eps = torch.randn(shape, generator=generator, device=loc.device, dtype=loc.dtype)
-        log_lik = self._log_likelihood(loc + scale * eps, x)
+        log_lik = self.log_likelihood(loc + scale * eps, x)
         if num_particles > 1:
             log_lik = log_lik.mean(0)
         # KL(N(loc, scale^2) || N(0, 1)) summed over the latent (Kingma & Welling 2014, app. B).
         kl = 0.5 * (loc.square() + scale.square() - 1.0).sum(-1) - scale.log().sum(-1)
         return log_lik - kl
-
-    def iwae_bound(
-        self,
-        x: Tensor,
-        num_samples: int,
-        *,
-        chunk_size: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Per-example importance-weighted bound with ``num_samples`` draws. Shape: ``(batch,)``."""
-        return iwae_bound(
-            self._log_likelihood_fn(x),
-            self.encode(x),
-            self.prior(),
-            num_samples,
-            chunk_size=chunk_size,
-            generator=generator,
-        )
-
-    def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        """The per-example ELBO, so ``-model(x).mean()`` is the training loss."""
-        return self.elbo(x, generator=generator)
 
     @torch.no_grad()
     def sample(
