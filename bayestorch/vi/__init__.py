@@ -9,4 +9,12 @@ from bayestorch.vi.categorical_vae import CategoricalVAE
 from bayestorch.vi.elbo import elbo, iwae_bound, log_importance_weights
 from bayestorch.vi.vae import VAE, LatentVariableModel, mlp
 
-__all__ = ["VAE", "CategoricalVAE", "LatentVariableModel", "elbo", "iwae_bound", "log_importance_weights", "mlp"]
+__all__ = [
+    "VAE",
+    "CategoricalVAE",
+    "LatentVariableModel",
+    "elbo",
+    "iwae_bound",
+    "log_importance_weights",
+    "mlp",
+]
