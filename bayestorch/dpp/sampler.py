@@ -31,6 +31,7 @@ from torch.utils.data import Sampler
 
 from bayestorch.dpp.dpp import check_features
 from bayestorch.dpp.kdpp import KDPP
+from bayestorch.utils import distributed as collectives
 from bayestorch.utils.random import check_generator_device, rand_open01
 
 __all__ = ["DPPBatchSampler", "random_fourier_features"]
@@ -124,11 +125,10 @@ class DPPBatchSampler(Sampler[list[int]]):
         world_size: int | None = None,
         chunk_size: int = 16,
     ) -> None:
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         if world_size is None:
-            world_size = torch.distributed.get_world_size() if distributed else 1
+            world_size = collectives.world_size()
         if rank is None:
-            rank = torch.distributed.get_rank() if distributed else 0
+            rank = collectives.rank()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if not (isinstance(world_size, int) and world_size >= 1):
@@ -228,18 +228,10 @@ class DPPBatchSampler(Sampler[list[int]]):
         return self.refresh_every - self._since_refresh
 
     def _check_ranks_agree(self, generator: torch.Generator) -> None:
-        dist = torch.distributed
-        if not (
-            self.world_size > 1
-            and dist.is_available()
-            and dist.is_initialized()
-            and dist.get_world_size() == self.world_size
-        ):
+        if not (self.world_size > 1 and collectives.world_size() == self.world_size):
             return
         fingerprint = zlib.crc32(generator.get_state().cpu().numpy().tobytes())
-        seen: list[int | None] = [None] * self.world_size
-        dist.all_gather_object(seen, fingerprint)
-        if len(set(seen)) > 1:
+        if len(set(collectives.gather_objects(fingerprint))) > 1:
             raise ValueError(
                 "DPPBatchSampler: the ranks' generators differ (different seed, epoch or "
                 "generator state), so their batches would overlap; give every rank the same "

@@ -276,17 +276,16 @@ class _Plan:
     """
 
     def __init__(self, num_chains: int, chain_groups: int | None, distributed: bool | None):
-        initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
         if distributed is None:
-            distributed = initialised and torch.distributed.get_world_size() > 1
-        elif distributed and not initialised:
+            distributed = collectives.is_distributed()
+        elif distributed and not collectives.is_initialized():
             raise ValueError(
                 "distributed=True needs an initialised torch.distributed process group "
                 "(e.g. launch with torchrun and call torch.distributed.init_process_group)"
             )
         self.distributed = bool(distributed)
-        self.world = torch.distributed.get_world_size() if self.distributed else 1
-        self.rank = torch.distributed.get_rank() if self.distributed else 0
+        self.world = collectives.world_size() if self.distributed else 1
+        self.rank = collectives.rank() if self.distributed else 0
         groups = self.world if chain_groups is None else chain_groups
         if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
             raise ValueError(f"chain_groups must be a positive int or None, got {chain_groups!r}")

@@ -21,24 +21,30 @@ __all__ = [
     "gather_cat",
     "gather_objects",
     "is_distributed",
+    "is_initialized",
     "rank",
     "world_size",
 ]
 
 
+def is_initialized() -> bool:
+    """A process group (of any size) is initialised."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def is_distributed() -> bool:
     """A process group with more than one process is initialised."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return is_initialized() and dist.get_world_size() > 1
 
 
 def rank() -> int:
     """This process's rank (0 without a process group)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return dist.get_rank() if is_initialized() else 0
 
 
 def world_size() -> int:
     """The number of processes (1 without a process group)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return dist.get_world_size() if is_initialized() else 1
 
 
 def _padded(tensor: Tensor, dim: int) -> tuple[Tensor, list[int]]:
