@@ -37,6 +37,7 @@ from bayestorch.utils.distributed import (
     gather_cat,
     gather_objects,
     is_distributed,
+    is_initialized,
     rank,
     world_size,
 )
@@ -123,7 +124,7 @@ def setup(device: torch.device, timeout_s: float | None = None) -> torch.device:
             )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    if not is_initialized():
         timeout = timedelta(seconds=_timeout() if timeout_s is None else timeout_s)
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=timeout)
@@ -132,7 +133,7 @@ def setup(device: torch.device, timeout_s: float | None = None) -> torch.device:
 
 def teardown() -> None:
     """Destroy the process group (if any): call once at the end of every rank's run."""
-    if dist.is_available() and dist.is_initialized():
+    if is_initialized():
         dist.destroy_process_group()
 
 

@@ -1,4 +1,5 @@
-"""k-DPP: elementary symmetric polynomials, normalisation, inclusion probabilities, sampling."""
+"""bayestorch/dpp/kdpp.py — k-DPP: elementary symmetric polynomials, normalisation,
+inclusion probabilities, sampling."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The GumbelSoftmax layer and its temperature schedule."""
+"""bayestorch/gumbel/layers.py: the GumbelSoftmax layer and its temperature schedule."""
 
 from __future__ import annotations
 

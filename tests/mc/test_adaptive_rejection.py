@@ -1,4 +1,5 @@
-"""Adaptive rejection sampling: exactness, hull refinement, log-concavity checks, errors."""
+"""bayestorch/mc/adaptive_rejection.py — adaptive rejection sampling: exactness, hull
+refinement, log-concavity checks, errors."""
 
 from __future__ import annotations
 
