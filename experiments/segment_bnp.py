@@ -27,7 +27,6 @@ neighbour pairs, ``P`` the posterior probability they share a segment).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -117,12 +116,7 @@ def make_sampler(method: str, image: torch.Tensor, k: int, cfg: SamplerConfig):
         return GeneralisedSwendsenWang(image, "finite", beta=cfg.beta, num_labels=k)
     extra = {"discount": cfg.discount} if method == "pitman_yor" else {}
     if method == "dp_cuts":  # data-driven bonds (SW-cuts); the posterior is the same as dp's
-        h, w = image.shape[:2]
-        edges = lattice_edges(h, w, device=image.device)
-        y = image.reshape(h * w, -1).double()
-        diff2 = (y[edges[:, 0]] - y[edges[:, 1]]).pow(2).sum(-1)
-        q = -math.expm1(-cfg.beta) * torch.exp(-diff2 / (2 * cfg.cut_scale**2))
-        extra["bond_prob"] = q.clamp(1e-6, 1 - 1e-6)
+        extra["bond_contrast"] = cfg.cut_scale
         method = "dp"
     return GeneralisedSwendsenWang(
         image, method, beta=cfg.beta, alpha=cfg.alpha, sample_alpha=cfg.sample_alpha, **extra

@@ -161,6 +161,9 @@ class GeneralisedSwendsenWang(Kernel):
         bond_prob: ``None`` for the Swendsen–Wang bonds ``1 - exp(-beta_ij)``, or a float /
             ``(E,)`` tensor of bond probabilities in ``(0, 1)`` (the off-bond Potts factor
             ``e^beta (1 - q)`` then enters the conditional).
+        bond_contrast: if set (instead of ``bond_prob``), data-driven bonds (SW-cuts)
+            ``q_ij = (1 - e^{-beta_ij}) exp(-|y_i - y_j|^2 / (2 bond_contrast^2))``, clamped
+            to ``[1e-6, 1 - 1e-6]``: same posterior, bonds cut across likely boundaries.
         sample_alpha: slice-sample ``alpha`` (and ``d`` for Pitman–Yor) each sweep, with
             priors ``alpha ~ Gamma(alpha_prior)`` (shape, rate) and ``d ~ Uniform(0, 1)``.
 
@@ -186,6 +189,7 @@ class GeneralisedSwendsenWang(Kernel):
         edges: Tensor | None = None,
         contrast: float | None = None,
         bond_prob: Tensor | float | None = None,
+        bond_contrast: float | None = None,
         sample_alpha: bool = False,
         alpha_prior: tuple[float, float] = (1.0, 1.0),
         sample_discount: bool | None = None,
@@ -223,6 +227,15 @@ class GeneralisedSwendsenWang(Kernel):
                 raise ValueError(f"contrast must be > 0, got {contrast}")
             diff2 = (pixels[edges[:, 0]] - pixels[edges[:, 1]]).pow(2).sum(-1)
             beta = beta * torch.exp(-diff2 / (2 * contrast**2))
+        if bond_contrast is not None:
+            if bond_prob is not None:
+                raise ValueError("pass at most one of bond_prob and bond_contrast")
+            if not bond_contrast > 0:
+                raise ValueError(f"bond_contrast must be > 0, got {bond_contrast}")
+            diff2 = (pixels[edges[:, 0]] - pixels[edges[:, 1]]).pow(2).sum(-1)
+            bond_prob = (-torch.expm1(-beta) * torch.exp(-diff2 / (2 * bond_contrast**2))).clamp(
+                1e-6, 1 - 1e-6
+            )
         if bond_prob is None:
             q = -torch.expm1(-beta)
             off = None

@@ -114,6 +114,16 @@ def test_data_driven_bonds_keep_exact_posterior():
     assert_counts(counts, probs, FAILURE_RATE)
 
 
+def test_bond_contrast_is_the_data_driven_bond_probability():
+    image = torch.tensor([[0.0, 0.1, 0.5], [0.2, 0.9, 1.0]], dtype=torch.float64)
+    kernel = GeneralisedSwendsenWang(image, "dp", beta=1.5, bond_contrast=0.3)
+    y = image.flatten()
+    diff2 = (y[kernel.edges[:, 0]] - y[kernel.edges[:, 1]]) ** 2
+    expected = (1 - math.exp(-1.5)) * torch.exp(-diff2 / (2 * 0.3**2))
+    torch.testing.assert_close(kernel.bond_prob, expected)
+    torch.testing.assert_close(kernel.log_off, 1.5 + torch.log1p(-expected))
+
+
 class _NoPottsFactor(GeneralisedSwendsenWang):
     """Broken: drops the e^beta (1 - q) factor over the component's off-bond pairs."""
 
@@ -221,6 +231,8 @@ def test_alpha_and_discount_are_sampled_within_support():
         ({"partition_prior": "crp"}, "partition_prior"),
         ({"beta": -1.0}, "beta"),
         ({"bond_prob": 1.0}, "bond_prob"),
+        ({"bond_contrast": 0.0}, "bond_contrast"),
+        ({"bond_contrast": 0.1, "bond_prob": 0.5}, "at most one"),
     ],
 )
 def test_bad_input_raises(kwargs, match):
