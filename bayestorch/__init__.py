@@ -6,6 +6,8 @@ Subpackages, by section of the talk (imported on first attribute access, so
 * ``bayestorch.vi`` — variational inference: ELBO, IWAE bound, VAE.
 * ``bayestorch.mc`` — Monte Carlo: rejection, adaptive rejection, importance sampling, resampling.
 * ``bayestorch.mcmc`` — MCMC kernels, warm-up adaptation, diagnostics and the ``sample`` runner.
+* ``bayestorch.segmentation`` — image segmentation: Potts and partition-prior (DP, Pitman–Yor,
+  finite) models sampled by (generalised) Swendsen–Wang; partition estimates.
 * ``bayestorch.gumbel`` — Gumbel-max, Gumbel-softmax, Gumbel-top-k, stochastic beam search.
 * ``bayestorch.distributions`` — families torch lacks (Rademacher); the reparameterisation table.
 * ``bayestorch.gp`` — kernels (RBF, Matérn, NNGP, NTK) and exact GP regression.
@@ -33,6 +35,7 @@ _SUBPACKAGES = (
     "gumbel",
     "mc",
     "mcmc",
+    "segmentation",
     "ssm",
     "testing",
     "utils",

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from _common import setup_device
 
-from bayestorch.mcmc.generalised_sw import GeneralisedSwendsenWang
+from bayestorch.segmentation.generalised_sw import GeneralisedSwendsenWang
 
 
 def voronoi(size: int, segments: int, noise: float, seed: int) -> np.ndarray:

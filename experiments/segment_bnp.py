@@ -4,7 +4,7 @@
 Voronoi regions, ``min_segments``..``max_segments`` of them, levels uniform in [0, 1],
 Gaussian noise of each ``noise_sd``) are segmented by
 
-* ``dp``, ``pitman_yor``: :class:`~bayestorch.mcmc.generalised_sw.GeneralisedSwendsenWang`
+* ``dp``, ``pitman_yor``: :class:`~bayestorch.segmentation.GeneralisedSwendsenWang`
   under a Dirichlet-process / Pitman–Yor EPPF and a Potts coupling ``beta``; the
   partition reported is the draw minimising the posterior expected variation of
   information (VI) over the kept draws;
@@ -35,9 +35,9 @@ import torch
 
 from bayestorch.experiment import ExperimentConfig, RunContext
 from bayestorch.experiment.plots import new_figure
-from bayestorch.mcmc.generalised_sw import GeneralisedSwendsenWang
+from bayestorch.segmentation.generalised_sw import GeneralisedSwendsenWang
 from bayestorch.mcmc.graph import lattice_edges
-from bayestorch.mcmc.partition_estimates import (
+from bayestorch.segmentation.partition_estimates import (
     adjusted_rand_index,
     partition_point_estimate,
     variation_of_information,
@@ -156,7 +156,7 @@ def smooth_init(image: torch.Tensor, levels: int, radius: int = 2) -> torch.Tens
 def run_sw5(image: torch.Tensor, k: int, cfg: SamplerConfig, generator) -> torch.Tensor | None:
     """Issue 5's finite-K Potts Swendsen–Wang segmentation (None when not available)."""
     try:
-        from bayestorch.mcmc.swendsen_wang import SwendsenWangSegmentation
+        from bayestorch.segmentation.potts import SwendsenWangSegmentation
     except ImportError:
         return None
     h, w = image.shape[:2]

@@ -21,7 +21,7 @@ import torch
 from bayestorch.experiment import ExperimentConfig, RunContext
 from bayestorch.experiment.plots import new_figure
 from bayestorch.mcmc.graph import lattice_colouring, lattice_edges
-from bayestorch.mcmc.swendsen_wang import SegmentationState, SwendsenWangSegmentation
+from bayestorch.segmentation.potts import SegmentationState, SwendsenWangSegmentation
 
 
 @dataclass

@@ -3,17 +3,18 @@
 Every kernel follows one protocol (``bayestorch.mcmc.base``): ``state = kernel.init(position)``
 with ``position`` of shape ``(chains, dim)``, ``state, info = kernel.step(state, generator)``;
 tuned values are buffers; ``sample()`` runs warm-up and draws for any of them (and splits
-chains over ``torch.distributed`` ranks). Also here: discrete-state cluster samplers
-(Swendsen–Wang for Potts models and segmentation, the generalised Swendsen–Wang for
-Bayesian nonparametric partitions) and SGHMC, a ``torch.optim``-style sampler over any
-network's parameters.
+chains over ``torch.distributed`` ranks). Also here: discrete-state samplers on graphs
+(Swendsen–Wang and heat-bath Gibbs for Potts models), a conjugate Gibbs sampler for
+Bayesian Gaussian mixtures, and SGHMC, a ``torch.optim``-style sampler over any network's
+parameters. The image-segmentation models built on the graph kernels live in
+:mod:`bayestorch.segmentation`.
 """
 
 from __future__ import annotations
 
+from bayestorch._deprecation import moved_attributes
 from bayestorch.mcmc.base import Kernel
 from bayestorch.mcmc.chees import ChEESHMC, ChEESInfo
-from bayestorch.mcmc.conjugate import NormalInverseGamma, NormalInverseWishart
 from bayestorch.mcmc.diagnostics import (
     effective_sample_size,
     ess_bulk,
@@ -27,7 +28,6 @@ from bayestorch.mcmc.diagnostics import (
     summary,
 )
 from bayestorch.mcmc.gaussian_mixture import BayesianGaussianMixture
-from bayestorch.mcmc.generalised_sw import GeneralisedSwendsenWang, GSWInfo, GSWState
 from bayestorch.mcmc.gibbs import Gibbs, GibbsInfo, GibbsState, gibbs_step
 from bayestorch.mcmc.graph import connected_components, lattice_edges
 from bayestorch.mcmc.hmc import HMC, HMCInfo, HMCState, hmc_step
@@ -41,14 +41,6 @@ from bayestorch.mcmc.metropolis import (
     rwm_step,
 )
 from bayestorch.mcmc.nuts import NUTS, NUTSInfo, nuts_step
-from bayestorch.mcmc.partition_estimates import (
-    adjusted_rand_index,
-    binder_loss,
-    coclustering,
-    partition_point_estimate,
-    variation_of_information,
-)
-from bayestorch.mcmc.partitions import GibbsPartitionPrior, set_partitions
 from bayestorch.mcmc.proposal import mh_accept
 from bayestorch.mcmc.sample import KERNELS, SampleResult, sample
 from bayestorch.mcmc.sghmc import SGHMC
@@ -58,11 +50,8 @@ from bayestorch.mcmc.swendsen_wang import (
     PottsGibbs,
     PottsGibbsInfo,
     PottsState,
-    SegmentationInfo,
-    SegmentationState,
     SwendsenWang,
     SwendsenWangInfo,
-    SwendsenWangSegmentation,
     cluster_statistics,
     integrated_autocorrelation_time,
     ising_exact_energy,
@@ -75,12 +64,8 @@ __all__ = [
     "BayesianGaussianMixture",
     "ChEESHMC",
     "ChEESInfo",
-    "GSWInfo",
-    "GSWState",
-    "GeneralisedSwendsenWang",
     "Gibbs",
     "GibbsInfo",
-    "GibbsPartitionPrior",
     "GibbsState",
     "HMC",
     "HMCInfo",
@@ -93,8 +78,6 @@ __all__ = [
     "MetropolisInfo",
     "NUTS",
     "NUTSInfo",
-    "NormalInverseGamma",
-    "NormalInverseWishart",
     "PottsGibbs",
     "PottsGibbsInfo",
     "PottsState",
@@ -102,18 +85,12 @@ __all__ = [
     "RandomWalkMetropolis",
     "SGHMC",
     "SampleResult",
-    "SegmentationInfo",
-    "SegmentationState",
     "SliceInfo",
     "SliceSampler",
     "SliceState",
     "SwendsenWang",
     "SwendsenWangInfo",
-    "SwendsenWangSegmentation",
-    "adjusted_rand_index",
-    "binder_loss",
     "cluster_statistics",
-    "coclustering",
     "connected_components",
     "effective_sample_size",
     "ess_bulk",
@@ -132,14 +109,37 @@ __all__ = [
     "mcse_sd",
     "mh_accept",
     "nuts_step",
-    "partition_point_estimate",
     "potts_energy",
     "rank_normalize",
     "rhat",
     "rwm_step",
     "sample",
-    "set_partitions",
     "slice_step",
     "summary",
-    "variation_of_information",
 ]
+
+# The segmentation models moved to bayestorch.segmentation; their names here warn
+# (DeprecationWarning) for one release.
+__getattr__ = moved_attributes(
+    __name__,
+    dict.fromkeys(
+        (
+            "GSWInfo",
+            "GSWState",
+            "GeneralisedSwendsenWang",
+            "GibbsPartitionPrior",
+            "NormalInverseGamma",
+            "NormalInverseWishart",
+            "SegmentationInfo",
+            "SegmentationState",
+            "SwendsenWangSegmentation",
+            "adjusted_rand_index",
+            "binder_loss",
+            "coclustering",
+            "partition_point_estimate",
+            "set_partitions",
+            "variation_of_information",
+        ),
+        "bayestorch.segmentation",
+    ),
+)

@@ -9,6 +9,7 @@ import torch
 from torch.distributions import Independent, Normal
 
 import bayestorch.mcmc as mcmc
+import bayestorch.segmentation as segmentation
 from bayestorch.mcmc.base import Kernel
 from bayestorch.testing.cases import KernelTestCase, check_kernel_invariance, conformance_target
 
@@ -57,17 +58,19 @@ KERNELS = {
 }
 
 # Model-specific kernels that do not take a generic (chains, dim) log density (the
-# discrete-state Potts and partition samplers have their own enumeration tests).
-NOT_GENERIC = {mcmc.BayesianGaussianMixture, mcmc.GeneralisedSwendsenWang}
+# discrete-state Potts and partition samplers have their own enumeration tests in
+# tests/mcmc/test_swendsen_wang.py and tests/segmentation/).
+NOT_GENERIC = {mcmc.BayesianGaussianMixture, segmentation.GeneralisedSwendsenWang}
 
 
 def test_registry_is_complete():
     classes = {
-        getattr(mcmc, name)
-        for name in mcmc.__all__
-        if isinstance(getattr(mcmc, name), type)
-        and issubclass(getattr(mcmc, name), Kernel)
-        and getattr(mcmc, name) is not Kernel
+        getattr(package, name)
+        for package in (mcmc, segmentation)
+        for name in package.__all__
+        if isinstance(getattr(package, name), type)
+        and issubclass(getattr(package, name), Kernel)
+        and getattr(package, name) is not Kernel
     }
     target = conformance_target()
     covered = {type(factory(target.log_prob)) for factory in KERNELS.values()}

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from bayestorch.mcmc.conjugate import NormalInverseGamma, SegmentStats
-from bayestorch.mcmc.generalised_sw import GeneralisedSwendsenWang
-from bayestorch.mcmc.partitions import canonical_labels, set_partitions
+from bayestorch.segmentation.conjugate import NormalInverseGamma, SegmentStats
+from bayestorch.segmentation.generalised_sw import GeneralisedSwendsenWang
+from bayestorch.segmentation.partitions import canonical_labels, set_partitions
 from bayestorch.testing.gof import assert_counts, chisquare_pvalue
 
 FAILURE_RATE = 1e-3

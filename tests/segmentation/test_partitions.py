@@ -10,15 +10,15 @@ import torch
 from scipy import integrate, stats
 from sklearn.metrics import adjusted_rand_score, mutual_info_score
 
-from bayestorch.mcmc.conjugate import NormalInverseGamma, NormalInverseWishart
-from bayestorch.mcmc.partition_estimates import (
+from bayestorch.segmentation.conjugate import NormalInverseGamma, NormalInverseWishart
+from bayestorch.segmentation.partition_estimates import (
     adjusted_rand_index,
     binder_loss,
     coclustering,
     partition_point_estimate,
     variation_of_information,
 )
-from bayestorch.mcmc.partitions import GibbsPartitionPrior, canonical_labels, set_partitions
+from bayestorch.segmentation.partitions import GibbsPartitionPrior, canonical_labels, set_partitions
 
 PRIORS = [
     GibbsPartitionPrior("dp", alpha=1.7),
