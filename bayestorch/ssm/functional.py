@@ -193,6 +193,12 @@ def _prepare(y, A, H, Q, R, init_mean, init_cov, B, validate_args: bool) -> _Mod
     if not isinstance(A, Tensor) or A.dim() < 2:
         raise ValueError(f"A must be a tensor of shape (..., n, n), got {getattr(A, 'shape', A)}")
     n = A.shape[-1]
+    if isinstance(H, Tensor) and H.dim() >= 2 and H.shape[-1] == n and H.shape[-2] != p:
+        # H fits the state: the observations are what disagrees with the model's obs_dim.
+        raise ValueError(
+            f"y must have shape (batch, T, obs_dim={H.shape[-2]}) to match H of shape "
+            f"{tuple(H.shape)} (obs_dim, state_dim), got y of shape {tuple(y.shape)}"
+        )
     A4 = _as_4d("A", A, batch, steps, n, n)
     H4 = _as_4d("H", H, batch, steps, p, n)
     Q4 = _as_4d("Q", Q, batch, steps, n, n)

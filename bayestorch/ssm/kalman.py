@@ -1,81 +1,87 @@
 """``KalmanFilter``: a linear-Gaussian state-space model as an ``nn.Module`` (learnable matrices).
 
 A thin shell over :mod:`bayestorch.ssm.functional`: the transition and observation matrices
-and the initial mean are plain parameters; the covariances ``Q``, ``R`` and ``init_cov`` are
-stored as unconstrained lower-triangular factors whose diagonal passes through a softplus, so
-``L L^T`` stays positive definite whatever an optimiser does to them.
+and the initial mean are plain parameters. Each covariance ``C`` (``Q``, ``R``, ``init_cov``) is
+stored relative to the value it was given, ``C_0 = L_0 L_0^T`` (kept as buffers):
+
+    C = C_0 + L_0 (M M^T - I) L_0^T,     M = tril(raw, -1) + diag(exp(diag(raw))),
+
+with ``raw`` the parameter, zero at construction. So ``C`` is exactly the value given (bit for
+bit: ``M = I`` there) whatever its scale, it equals ``(L_0 M)(L_0 M)^T`` (positive definite for
+any ``raw`` when ``C_0`` is), and an optimiser moves it on a log scale relative to ``C_0``.
+A singular (positive semi-definite) ``C_0`` is accepted, as :func:`~bayestorch.ssm.kalman_filter`
+accepts it; ``L_0`` then spans its range, which stays fixed while the covariance learns
+within it.
 
 References:
     Kalman (1960); Särkkä (2013). Bayesian Filtering and Smoothing, ch. 4 and 8.
+    Pinheiro & Bates (1996). Unconstrained parametrizations for variance-covariance
+    matrices. Statistics and Computing 6.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bayestorch.ssm.functional import (
     KalmanFilterResult,
     KalmanPrediction,
     KalmanSmootherResult,
+    _check_psd,
     kalman_filter,
     kalman_predict,
     rts_smoother,
 )
-from bayestorch.utils.linalg import NotPSDError
+from bayestorch.utils.linalg import symmetrize
 
-__all__ = ["KalmanFilter", "covariance_to_raw", "raw_to_covariance"]
-
-# Smallest diagonal of a Cholesky factor: keeps covariances positive definite in float32.
-_MIN_DIAG = 1e-6
+__all__ = ["KalmanFilter", "covariance_factor", "relative_covariance"]
 
 
-def raw_to_covariance(raw: Tensor) -> Tensor:
-    """``L L^T`` with ``L = tril(raw, -1) + diag(softplus(diag(raw)) + 1e-6)``.
+def covariance_factor(cov: Tensor, name: str = "covariance") -> Tensor:
+    """A factor ``F`` with ``F F^T = cov`` (to round-off) of a symmetric PSD ``cov``.
 
-    Shape:
-        ``raw``: ``(..., n, n)`` (only its lower triangle is used) -> ``(..., n, n)``.
-
-    References:
-        Pinheiro & Bates (1996). Unconstrained parametrizations for variance-covariance
-        matrices. Statistics and Computing 6.
-    """
-    diag = F.softplus(raw.diagonal(dim1=-2, dim2=-1)) + _MIN_DIAG
-    factor = torch.tril(raw, -1) + torch.diag_embed(diag)
-    return factor @ factor.transpose(-1, -2)
-
-
-def covariance_to_raw(cov: Tensor, name: str = "covariance") -> Tensor:
-    """Inverse of :func:`raw_to_covariance` for a positive-definite ``cov``.
+    The Cholesky factor when ``cov`` is positive definite; otherwise ``V diag(sqrt(lam))``
+    from its eigendecomposition (eigenvalues within round-off of 0 count as 0), so a singular
+    covariance keeps its range.
 
     Raises:
-        NotPSDError: naming ``name`` when ``cov`` is not symmetric positive definite.
+        ValueError: ``cov`` is not square or holds NaN/inf.
+        NotPSDError: naming ``name`` when ``cov`` is not symmetric positive semi-definite
+            (same tolerance as :func:`~bayestorch.ssm.kalman_filter`).
 
     Shape:
         ``cov``: ``(..., n, n)`` -> ``(..., n, n)``.
-
-    References:
-        Pinheiro & Bates (1996).
     """
     if cov.dim() < 2 or cov.shape[-1] != cov.shape[-2]:
         raise ValueError(f"{name} must be square (..., n, n), got shape {tuple(cov.shape)}")
     if not bool(torch.isfinite(cov).all()):
         raise ValueError(f"{name} of shape {tuple(cov.shape)} holds NaN or inf")
-    tol = 10 * cov.shape[-1] * torch.finfo(cov.dtype).eps * cov.abs().amax().clamp_min(1e-30)
-    if bool(((cov - cov.transpose(-1, -2)).abs() > tol).any()):
-        raise NotPSDError(f"{name} of shape {tuple(cov.shape)} must be symmetric")
+    _check_psd(name, cov)
     factor, info = torch.linalg.cholesky_ex(cov)
     if bool((info != 0).any()):
-        smallest = float(torch.linalg.eigvalsh(cov).min())
-        raise NotPSDError(
-            f"{name} of shape {tuple(cov.shape)} must be positive definite (it is stored as a "
-            f"Cholesky factor); smallest eigenvalue {smallest:.3g}"
-        )
-    diag = (factor.diagonal(dim1=-2, dim2=-1) - _MIN_DIAG).clamp_min(1e-12)
-    # softplus^-1(d) = d + log(-expm1(-d)), stable for large and small d.
-    raw_diag = diag + torch.log(-torch.expm1(-diag))
-    return torch.tril(factor, -1) + torch.diag_embed(raw_diag)
+        eigenvalues, vectors = torch.linalg.eigh(symmetrize(cov))
+        # negative eigenvalues here are round-off (_check_psd passed): the factor spans the
+        # range; the covariance itself is kept exactly as given (see relative_covariance).
+        eigen_factor = vectors * eigenvalues.clamp_min(0.0).sqrt().unsqueeze(-2)
+        failed = (info != 0)[..., None, None]
+        factor = torch.where(failed, eigen_factor, factor)
+    return factor
+
+
+def relative_covariance(base: Tensor, factor: Tensor, raw: Tensor) -> Tensor:
+    """``base + F (M M^T - I) F^T`` with ``M = tril(raw, -1) + diag(exp(diag(raw)))``.
+
+    Equals ``base`` exactly at ``raw = 0`` and ``(F M)(F M)^T`` (with ``F F^T = base``)
+    for every ``raw``.
+
+    Shape:
+        ``base``, ``factor``, ``raw``: ``(..., n, n)`` -> ``(..., n, n)``.
+    """
+    m = torch.tril(raw, -1) + torch.diag_embed(raw.diagonal(dim1=-2, dim2=-1).exp())
+    eye = torch.eye(raw.shape[-1], dtype=raw.dtype, device=raw.device)
+    change = m @ m.transpose(-1, -2) - eye
+    return base + symmetrize(factor @ change @ factor.transpose(-1, -2))
 
 
 def _tensor(name: str, value, dtype) -> Tensor:
@@ -88,19 +94,25 @@ class KalmanFilter(nn.Module):
     """Linear-Gaussian state-space model with learnable matrices, filtered exactly.
 
     ``x_0 ~ N(init_mean, init_cov)``, ``x_t = A x_{t-1} + B + w_t``, ``w_t ~ N(0, Q)``,
-    ``y_t = H x_t + v_t``, ``v_t ~ N(0, R)``. Every argument becomes a parameter
-    (covariances through a softplus-Cholesky factor, so they stay positive definite);
-    freeze one with ``kf.A.requires_grad_(False)``. Matrices may carry leading time / batch
-    dims (time-varying models), as in :func:`~bayestorch.ssm.functional.kalman_filter`.
+    ``y_t = H x_t + v_t``, ``v_t ~ N(0, R)``. Every argument becomes a parameter; a
+    covariance ``C`` is stored relative to its given value ``C_0 = L_0 L_0^T`` as
+    ``C_0 + L_0 (M M^T - I) L_0^T`` with ``M = tril(raw_C, -1) + diag(exp(diag(raw_C)))``
+    (see the module docstring), so ``kf.Q`` is exactly the ``Q`` given, however small, and
+    stays positive (semi-)definite whatever an optimiser does to ``raw_Q``. Positive
+    semi-definite covariances are accepted as by :func:`~bayestorch.ssm.kalman_filter`.
+    Freeze a parameter with ``kf.A.requires_grad_(False)`` (``kf.raw_Q`` for ``Q``). Matrices
+    may carry leading time / batch dims (time-varying models), as in
+    :func:`~bayestorch.ssm.functional.kalman_filter`.
 
     Args:
         A: transition matrix.
         H: observation matrix.
-        Q: process-noise covariance (positive definite).
-        R: observation-noise covariance (positive definite).
+        Q: process-noise covariance (positive semi-definite).
+        R: observation-noise covariance (positive semi-definite; ``H P H^T + R`` must be
+            positive definite).
         B: optional transition offset; ``None`` means no offset (not learnable).
         init_mean: mean of ``x_0`` (default zeros).
-        init_cov: covariance of ``x_0`` (default identity).
+        init_cov: covariance of ``x_0`` (default identity; positive semi-definite).
         method: default algorithm, ``"sequential"`` or ``"parallel"``.
 
     Shape:
@@ -163,10 +175,10 @@ class KalmanFilter(nn.Module):
         self.method = method
         self.A = nn.Parameter(A)
         self.H = nn.Parameter(H)
-        self.raw_Q = nn.Parameter(covariance_to_raw(Q, "Q"))
-        self.raw_R = nn.Parameter(covariance_to_raw(R, "R"))
+        self._register_covariance("Q", Q)
+        self._register_covariance("R", R)
         self.init_mean = nn.Parameter(init_mean)
-        self.raw_init_cov = nn.Parameter(covariance_to_raw(init_cov, "init_cov"))
+        self._register_covariance("init_cov", init_cov)
         if B is None:
             self.B = None
         else:
@@ -174,6 +186,30 @@ class KalmanFilter(nn.Module):
             if B.dim() < 1 or B.shape[-1] != n:
                 raise ValueError(f"B must have shape (..., {n}), got {tuple(B.shape)}")
             self.B = nn.Parameter(B)
+
+    def _register_covariance(self, name: str, value: Tensor) -> None:
+        """Buffers ``base_<name>``, ``base_<name>_factor`` and the parameter ``raw_<name>``."""
+        self.register_buffer(f"base_{name}", value)
+        self.register_buffer(f"base_{name}_factor", covariance_factor(value, name))
+        self.register_parameter(f"raw_{name}", nn.Parameter(torch.zeros_like(value)))
+
+    def _covariance(self, name: str) -> Tensor:
+        return relative_covariance(
+            getattr(self, f"base_{name}"),
+            getattr(self, f"base_{name}_factor"),
+            getattr(self, f"raw_{name}"),
+        )
+
+    def covariance_factor(self, name: str) -> Tensor:
+        """A factor ``F`` with ``F F^T`` the current covariance ``name`` (``"Q"``, ``"R"``
+        or ``"init_cov"``), also when it is singular.
+
+        Shape:
+            that of the covariance.
+        """
+        raw = getattr(self, f"raw_{name}")
+        m = torch.tril(raw, -1) + torch.diag_embed(raw.diagonal(dim1=-2, dim2=-1).exp())
+        return getattr(self, f"base_{name}_factor") @ m
 
     @property
     def state_dim(self) -> int:
@@ -185,18 +221,18 @@ class KalmanFilter(nn.Module):
 
     @property
     def Q(self) -> Tensor:
-        """Process-noise covariance ``L_Q L_Q^T``."""
-        return raw_to_covariance(self.raw_Q)
+        """Process-noise covariance (exactly the value given until an optimiser moves it)."""
+        return self._covariance("Q")
 
     @property
     def R(self) -> Tensor:
-        """Observation-noise covariance ``L_R L_R^T``."""
-        return raw_to_covariance(self.raw_R)
+        """Observation-noise covariance."""
+        return self._covariance("R")
 
     @property
     def init_cov(self) -> Tensor:
         """Covariance of ``x_0``."""
-        return raw_to_covariance(self.raw_init_cov)
+        return self._covariance("init_cov")
 
     def _check_params(self) -> None:
         for name, value in self.named_parameters():
@@ -223,7 +259,7 @@ class KalmanFilter(nn.Module):
             self.init_cov,
             self.B,
             method=method or self.method,
-            validate_args=False,  # the parameterisation keeps Q, R, init_cov PD
+            validate_args=False,  # the parameterisation keeps Q, R, init_cov PSD
         )
 
     def forward(self, y: Tensor) -> KalmanFilterResult:
@@ -278,14 +314,14 @@ class KalmanFilter(nn.Module):
         n, p = self.state_dim, self.obs_dim
         like = self.A
         A, H = self.A.reshape(-1, n, n)[-1], self.H.reshape(-1, p, n)[-1]
-        LQ = torch.linalg.cholesky(self.Q.reshape(-1, n, n)[-1])
-        LR = torch.linalg.cholesky(self.R.reshape(-1, p, p)[-1])
+        LQ = self.covariance_factor("Q").reshape(-1, n, n)[-1]
+        LR = self.covariance_factor("R").reshape(-1, p, p)[-1]
         B = 0.0 if self.B is None else self.B.reshape(-1, n)[-1]
 
         def noise(k):
             return torch.randn(batch, k, generator=generator, device=like.device, dtype=like.dtype)
 
-        x = self.init_mean + noise(n) @ torch.linalg.cholesky(self.init_cov).T
+        x = self.init_mean + noise(n) @ self.covariance_factor("init_cov").T
         xs, ys = [], []
         for _ in range(num_steps):
             x = x @ A.T + B + noise(n) @ LQ.T

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bayestorch.ssm.functional import KalmanFilterResult, _update
-from bayestorch.ssm.kalman import covariance_to_raw, raw_to_covariance
+from bayestorch.ssm.kalman import covariance_factor, relative_covariance
 
 __all__ = ["LSTMKalmanFilter"]
 
@@ -122,11 +122,15 @@ class LSTMKalmanFilter(nn.Module):
                 )
             self.register_buffer("H", H.clone())
         self.init_mean = nn.Parameter(torch.zeros(state_dim))
-        self.raw_init_cov = nn.Parameter(covariance_to_raw(torch.eye(state_dim), "init_cov"))
+        eye = torch.eye(state_dim)
+        self.register_buffer("base_init_cov", eye)
+        self.register_buffer("base_init_cov_factor", covariance_factor(eye, "init_cov"))
+        self.raw_init_cov = nn.Parameter(torch.zeros(state_dim, state_dim))
 
     @property
     def init_cov(self) -> Tensor:
-        return raw_to_covariance(self.raw_init_cov)
+        """Covariance of ``x_0``: the identity, relative to which ``raw_init_cov`` learns."""
+        return relative_covariance(self.base_init_cov, self.base_init_cov_factor, self.raw_init_cov)
 
     def _variances(self, raw: Tensor) -> Tensor:
         return torch.diag_embed(F.softplus(raw) + self.min_variance)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bayestorch.ssm import KalmanFilter, kalman_filter, rts_smoother
-from bayestorch.ssm.kalman import covariance_to_raw, raw_to_covariance
+from bayestorch.ssm.kalman import covariance_factor, relative_covariance
 from bayestorch.utils.linalg import NotPSDError
 from tests.ssm.helpers import random_system, simulate
 
@@ -24,14 +24,63 @@ def make_module(model, method="sequential"):
     )
 
 
-def test_covariance_parameterisation_round_trips():
+def test_covariance_parameterisation_is_exact_at_zero_and_psd_everywhere():
     g = torch.Generator().manual_seed(0)
     M = torch.randn(4, 4, generator=g, dtype=torch.float64)
     cov = M @ M.T + 0.1 * torch.eye(4, dtype=torch.float64)
-    torch.testing.assert_close(raw_to_covariance(covariance_to_raw(cov)), cov)
-    # any raw matrix gives a positive-definite covariance
-    cov = raw_to_covariance(torch.randn(10, 3, 3, generator=g, dtype=torch.float64) * 5)
-    assert torch.all(torch.linalg.cholesky_ex(cov).info == 0)
+    factor = covariance_factor(cov)
+    assert torch.equal(relative_covariance(cov, factor, torch.zeros_like(cov)), cov)
+    # any raw matrix gives a positive-definite covariance (F M)(F M)^T
+    raw = torch.randn(10, 4, 4, generator=g, dtype=torch.float64)
+    moved = relative_covariance(cov, factor, raw)
+    assert torch.all(torch.linalg.cholesky_ex(moved).info == 0)
+    m = torch.tril(raw, -1) + torch.diag_embed(raw.diagonal(dim1=-2, dim2=-1).exp())
+    torch.testing.assert_close(moved, (factor @ m) @ (factor @ m).mT)
+
+
+@pytest.mark.parametrize("scale", [1e-14, 1e-3, 1e8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_covariances_round_trip_exactly_at_any_scale(scale, dtype):
+    """Issue 21: Q = 1e-14 I came back as 1e-12 I (a 1e-6 floor on the Cholesky diagonal)."""
+    g = torch.Generator().manual_seed(4)
+    M = torch.randn(3, 3, generator=g, dtype=dtype)
+    Q = scale * (M @ M.T + 0.5 * torch.eye(3, dtype=dtype))
+    Q = 0.5 * (Q + Q.T)
+    R = scale * torch.eye(2, dtype=dtype)
+    P0 = 1e-14 * torch.eye(3, dtype=dtype)
+    kf = KalmanFilter(torch.eye(3, dtype=dtype), torch.ones(2, 3, dtype=dtype), Q, R, init_cov=P0)
+    assert torch.equal(kf.Q, Q) and torch.equal(kf.R, R) and torch.equal(kf.init_cov, P0)
+
+
+def test_singular_psd_q_is_accepted_and_agrees_with_the_functional():
+    """Issue 21: the module rejected a PSD Q that kalman_filter accepts."""
+    g = torch.Generator().manual_seed(5)
+    model = random_system(3, 2, g)
+    v = torch.randn(3, 1, generator=g, dtype=torch.float64)
+    model["Q"] = v @ v.T  # rank one
+    _, y = simulate(dict(model, Q=model["Q"] + 1e-3 * torch.eye(3, dtype=torch.float64)), 2, 8, g)
+    kf = make_module(model)
+    assert torch.equal(kf.Q, model["Q"])
+    ref = kalman_filter(
+        y,
+        model["A"],
+        model["H"],
+        model["Q"],
+        model["R"],
+        model["init_mean"],
+        model["init_cov"],
+        model["B"],
+    )
+    out = kf.filter(y)
+    torch.testing.assert_close(out.means, ref.means)
+    torch.testing.assert_close(out.log_likelihood, ref.log_likelihood)
+    # the factor spans Q's range; sampling and learning stay inside it
+    factor = kf.covariance_factor("Q")
+    torch.testing.assert_close(factor @ factor.T, model["Q"])
+    states, _ = kf.sample(4, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(states).all()
+    kf.log_likelihood(y).sum().backward()
+    assert torch.isfinite(kf.raw_Q.grad).all()
 
 
 @pytest.mark.parametrize("method", ["sequential", "parallel"])
@@ -146,6 +195,15 @@ def test_bad_input():
         kf.A[0, 0] = float("nan")
     with pytest.raises(ValueError, match="parameter A .* NaN"):
         kf.filter(torch.randn(1, 3, 1))
-    kf = KalmanFilter(eye, torch.ones(1, 2), eye, torch.eye(1))
-    with pytest.raises(ValueError, match=r"y must have shape|H must have shape"):
+    with pytest.raises(NotPSDError, match="init_cov of shape"):
+        KalmanFilter(eye, torch.ones(1, 2), eye, torch.eye(1), init_cov=-eye)
+
+
+def test_wrong_observation_width_names_y():
+    """Issue 21: y of the wrong width was reported as 'H must have shape (3, 3)'."""
+    kf = KalmanFilter(torch.eye(3), torch.eye(3), torch.eye(3), torch.eye(3))
+    with pytest.raises(ValueError, match=r"^y must have shape \(batch, T, obs_dim=3\)"):
+        kf.filter(torch.randn(1, 4, 2))
+    kf = KalmanFilter(torch.eye(2), torch.ones(1, 2), torch.eye(2), torch.eye(1))
+    with pytest.raises(ValueError, match=r"^y must have shape \(batch, T, obs_dim=1\)"):
         kf.filter(torch.randn(1, 3, 2))
