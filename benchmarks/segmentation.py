@@ -69,7 +69,10 @@ def main() -> None:
     for size in args.sizes:
         image = torch.as_tensor(voronoi(size, args.segments, args.noise, size), device=device)
         kernel = GeneralisedSwendsenWang(
-            image, args.prior, beta=args.beta, discount=0.2 if args.prior == "pitman_yor" else 0.0
+            image,
+            args.prior,
+            beta=args.beta,
+            **({"discount": 0.2} if args.prior == "pitman_yor" else {}),
         )
         gen = torch.Generator(device=device).manual_seed(0)
         state = kernel.init(smooth_start(image))

@@ -151,10 +151,15 @@ class GeneralisedSwendsenWang(Kernel):
         image: ``(H, W)`` or ``(H, W, C)`` floating tensor.
         partition_prior: ``"dp"``, ``"pitman_yor"`` or ``"finite"``.
         beta: Potts coupling ``>= 0`` (float or ``(E,)`` per edge).
-        alpha, discount: EPPF parameters (initial values when sampled).
-        num_labels, dirichlet: the finite prior's ``K`` and ``gamma`` (``inf``: Potts).
-        likelihood: a :class:`~bayestorch.segmentation.conjugate.NormalInverseGamma` or
-            ``NormalInverseWishart``; ``None``: :func:`default_likelihood`.
+        alpha, discount: EPPF parameters of ``"dp"`` and ``"pitman_yor"`` (initial values
+            when sampled); defaults 1 and 0. Pitman–Yor takes ``alpha > -discount``.
+        num_labels, dirichlet: the ``"finite"`` prior's ``K`` and ``gamma`` (default
+            ``inf``: Potts). Passing a parameter the chosen prior does not have is an error.
+        likelihood: the conjugate prior of each segment's Gaussian parameters: a
+            :class:`~bayestorch.segmentation.conjugate.NormalInverseGamma` (one channel) or
+            ``NormalInverseWishart``, or ``"empirical"`` (the default) for the
+            empirical-Bayes prior of :func:`default_likelihood`, whose centre and noise
+            scale are estimated from this image.
         connectivity: 4 or 8 (ignored when ``edges`` is given).
         edges: optional ``(E, 2)`` edge list over the ``H W`` pixels (row-major).
         contrast: if set, ``beta_ij = beta exp(-|y_i - y_j|^2 / (2 contrast^2))``.
@@ -165,7 +170,8 @@ class GeneralisedSwendsenWang(Kernel):
             ``q_ij = (1 - e^{-beta_ij}) exp(-|y_i - y_j|^2 / (2 bond_contrast^2))``, clamped
             to ``[1e-6, 1 - 1e-6]``: same posterior, bonds cut across likely boundaries.
         sample_alpha: slice-sample ``alpha`` (and ``d`` for Pitman–Yor) each sweep, with
-            priors ``alpha ~ Gamma(alpha_prior)`` (shape, rate) and ``d ~ Uniform(0, 1)``.
+            priors ``alpha ~ Gamma(alpha_prior)`` (shape, rate) and ``d ~ Uniform(0, 1)``;
+            the initial ``alpha`` must then lie in the Gamma prior's support, ``alpha > 0``.
 
     Shape:
         state ``labels`` ``(replicas, H W)``.
@@ -180,11 +186,11 @@ class GeneralisedSwendsenWang(Kernel):
         partition_prior: str = "dp",
         *,
         beta: Tensor | float = 1.0,
-        alpha: float = 1.0,
-        discount: float = 0.0,
+        alpha: float | None = None,
+        discount: float | None = None,
         num_labels: int | None = None,
-        dirichlet: float = math.inf,
-        likelihood: SegmentStats | None = None,
+        dirichlet: float | None = None,
+        likelihood: SegmentStats | str = "empirical",
         connectivity: int = 4,
         edges: Tensor | None = None,
         contrast: float | None = None,
@@ -211,9 +217,21 @@ class GeneralisedSwendsenWang(Kernel):
             dirichlet=dirichlet,
         )
         pixels = image.reshape(n, channels).double()
-        self.likelihood = default_likelihood(pixels, edges) if likelihood is None else likelihood
-        if self.likelihood.outer != (isinstance(self.likelihood, NormalInverseWishart)):
-            raise TypeError("likelihood must be a NormalInverseGamma or NormalInverseWishart")
+        if isinstance(likelihood, str):
+            if likelihood != "empirical":
+                raise ValueError(
+                    "likelihood must be 'empirical', a NormalInverseGamma or a "
+                    f"NormalInverseWishart, got {likelihood!r}"
+                )
+            likelihood = default_likelihood(pixels, edges)
+        if not isinstance(likelihood, SegmentStats) or likelihood.outer != isinstance(
+            likelihood, NormalInverseWishart
+        ):
+            raise TypeError(
+                "likelihood must be 'empirical', a NormalInverseGamma or a "
+                f"NormalInverseWishart, got {type(likelihood).__name__}"
+            )
+        self.likelihood = likelihood
         if isinstance(self.likelihood, NormalInverseWishart) and self.likelihood.dim != channels:
             raise ValueError(
                 f"likelihood has dim {self.likelihood.dim} but the image has {channels} channels"
@@ -253,6 +271,11 @@ class GeneralisedSwendsenWang(Kernel):
             raise ValueError("sample_discount needs sample_alpha=True")
         if sample_discount and partition_prior != "pitman_yor":
             raise ValueError("sample_discount needs partition_prior='pitman_yor'")
+        if sample_alpha and bool((self.prior.alpha <= 0).any()):
+            raise ValueError(
+                "sample_alpha puts a Gamma prior on alpha, so the initial alpha must be > 0, "
+                f"got alpha={alpha}"
+            )
         if not (alpha_prior[0] > 0 and alpha_prior[1] > 0):
             raise ValueError(f"alpha_prior (shape, rate) must be > 0, got {alpha_prior}")
         self.sample_alpha, self.sample_discount = bool(sample_alpha), bool(sample_discount)

@@ -8,7 +8,7 @@ A random partition of ``n`` items into blocks of sizes ``n_1..n_k`` has EPPF
 with ``(x)_m`` the rising factorial and ``V(n, k+1) / V(n, k) = alpha + k d``:
 
 * Dirichlet process (Chinese restaurant): ``d = 0``, ``alpha > 0``;
-* Pitman–Yor: ``0 <= d < 1``, ``alpha > -d``;
+* Pitman–Yor: ``0 <= d < 1``, ``alpha > -d`` (so ``alpha`` may be ``<= 0`` when ``d > 0``);
 * finite Dirichlet–multinomial with ``K`` labels and weight ``gamma`` on each: ``d = -gamma``,
   ``alpha = K gamma`` (so ``alpha + k d = gamma (K - k)`` vanishes at ``k = K``). Its
   ``gamma -> inf`` limit (uniform labels, the prior behind the ordinary ``K``-label Potts
@@ -41,10 +41,17 @@ class GibbsPartitionPrior:
 
     Args:
         kind: ``"dp"``, ``"pitman_yor"`` or ``"finite"``.
-        alpha: concentration, ``()`` or ``(replicas,)`` tensor or float (DP, Pitman–Yor).
-        discount: Pitman–Yor ``d`` in ``[0, 1)``.
-        num_labels: ``K`` (finite).
-        dirichlet: ``gamma > 0`` (finite); ``math.inf`` for uniform labels (Potts).
+        alpha: concentration, ``()`` or ``(replicas,)`` tensor or float (DP: ``alpha > 0``;
+            Pitman–Yor: ``alpha > -d``). Default 1.
+        discount: Pitman–Yor ``d`` in ``[0, 1)`` (default 0; the DP accepts only 0).
+        num_labels: ``K`` (finite only).
+        dirichlet: ``gamma > 0`` (finite only); ``math.inf`` (the default) for uniform
+            labels (Potts).
+
+    Raises:
+        ValueError: a parameter outside its range, or one that the family does not have
+            (``alpha``/``discount`` for ``"finite"``, ``num_labels``/``dirichlet`` for
+            ``"dp"``/``"pitman_yor"``): it would be silently ignored otherwise.
 
     Shape:
         ``alpha``, ``discount``: broadcast against ``(replicas, ...)`` as ``(replicas, 1)``.
@@ -54,29 +61,51 @@ class GibbsPartitionPrior:
         self,
         kind: str,
         *,
-        alpha: Tensor | float = 1.0,
-        discount: Tensor | float = 0.0,
+        alpha: Tensor | float | None = None,
+        discount: Tensor | float | None = None,
         num_labels: int | None = None,
-        dirichlet: float = math.inf,
+        dirichlet: float | None = None,
     ) -> None:
         if kind not in PRIORS:
             raise ValueError(f"partition_prior must be one of {PRIORS}, got {kind!r}")
         self.kind = kind
         if kind == "finite":
+            given = [
+                name for name, v in (("alpha", alpha), ("discount", discount)) if v is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"{' and '.join(given)} do not apply to the 'finite' partition prior "
+                    "(its parameters are num_labels and dirichlet)"
+                )
             if num_labels is None or int(num_labels) < 1:
                 raise ValueError(f"num_labels must be an integer >= 1, got {num_labels}")
+            dirichlet = math.inf if dirichlet is None else dirichlet
             if not dirichlet > 0:
                 raise ValueError(f"dirichlet must be > 0, got {dirichlet}")
             self.num_labels, self.dirichlet = int(num_labels), float(dirichlet)
             alpha, discount = 1.0, 0.0
-        alpha = torch.as_tensor(alpha, dtype=torch.float64)
-        discount = torch.as_tensor(discount, dtype=torch.float64)
-        if not bool(torch.isfinite(alpha).all()) or bool((alpha <= 0).any()):
-            raise ValueError(f"alpha must be > 0, got {alpha.tolist()}")
-        if bool(((discount < 0) | (discount >= 1)).any()):
+        else:
+            given = [
+                name for name, v in (("num_labels", num_labels), ("dirichlet", dirichlet))
+                if v is not None
+            ]  # fmt: skip
+            if given:
+                raise ValueError(
+                    f"{' and '.join(given)} apply only to the 'finite' partition prior, "
+                    f"not to {kind!r}"
+                )
+        alpha = torch.as_tensor(1.0 if alpha is None else alpha, dtype=torch.float64)
+        discount = torch.as_tensor(0.0 if discount is None else discount, dtype=torch.float64)
+        if not bool(torch.isfinite(discount).all()) or bool(
+            ((discount < 0) | (discount >= 1)).any()
+        ):
             raise ValueError(f"discount d must be in [0, 1), got {discount.tolist()}")
         if kind == "dp" and bool((discount != 0).any()):
             raise ValueError("the Dirichlet process has discount 0; use 'pitman_yor'")
+        if not bool(torch.isfinite(alpha).all()) or bool((alpha <= -discount).any()):
+            bound = "> 0" if kind == "dp" else "> -discount"
+            raise ValueError(f"alpha must be {bound}, got alpha={alpha.tolist()}")
         self.alpha, self.discount = alpha, discount
 
     def with_params(self, alpha: Tensor, discount: Tensor | None = None) -> GibbsPartitionPrior:
@@ -120,7 +149,11 @@ class GibbsPartitionPrior:
                 log_v = log_v + math.log(self.dirichlet)
             return log_v + self.log_weight(c) - self.log_weight(one)
         a, d = self._params(c)
-        return torch.log(a + k.double() * d) + self.log_weight(c) - self.log_weight(one)
+        # V(n, k + 1) / V(n, k) = alpha + k d for k >= 1; the first block's factor is 1
+        # (an empty product), which matters for Pitman-Yor's alpha <= 0.
+        k = k.double()
+        log_v = torch.where(k > 0, torch.log(a + k * d), 0.0)
+        return log_v + self.log_weight(c) - self.log_weight(one)
 
     def log_eppf(self, sizes: Tensor) -> Tensor:
         """``log g`` of partitions given by block sizes (zeros are empty slots).

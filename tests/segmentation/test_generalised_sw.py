@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from bayestorch.segmentation.conjugate import NormalInverseGamma, SegmentStats
-from bayestorch.segmentation.generalised_sw import GeneralisedSwendsenWang
+from bayestorch.segmentation.generalised_sw import GeneralisedSwendsenWang, default_likelihood
 from bayestorch.segmentation.partitions import canonical_labels, set_partitions
 from bayestorch.testing.gof import assert_counts, chisquare_pvalue
 
@@ -85,6 +85,17 @@ def test_pitman_yor_leaves_exact_posterior_invariant():
         GRID_2X3, "pitman_yor", beta=0.7, alpha=0.8, discount=0.4, likelihood=LIKELIHOOD
     )
     counts, probs, _ = _counts_after(kernel, 6, 8000, 3, seed=2)
+    assert_counts(counts, probs, FAILURE_RATE)
+
+
+@pytest.mark.statistical
+def test_pitman_yor_with_negative_alpha_leaves_exact_posterior_invariant():
+    # -d < alpha <= 0 is a valid Pitman-Yor prior; a strong beta bonds the whole line into
+    # one component often, the case where the new-segment factor is V's empty product
+    kernel = GeneralisedSwendsenWang(
+        GRID_1X5, "pitman_yor", beta=2.5, alpha=-0.3, discount=0.5, likelihood=LIKELIHOOD
+    )
+    counts, probs, _ = _counts_after(kernel, 5, 6000, 3, seed=7)
     assert_counts(counts, probs, FAILURE_RATE)
 
 
@@ -233,12 +244,35 @@ def test_alpha_and_discount_are_sampled_within_support():
         ({"bond_prob": 1.0}, "bond_prob"),
         ({"bond_contrast": 0.0}, "bond_contrast"),
         ({"bond_contrast": 0.1, "bond_prob": 0.5}, "at most one"),
+        ({"partition_prior": "pitman_yor", "alpha": -0.5, "discount": 0.5}, "-discount"),
+        ({"partition_prior": "finite", "num_labels": 3, "alpha": -5.0}, "do not apply"),
+        ({"partition_prior": "finite", "num_labels": 3, "discount": 0.2}, "do not apply"),
+        ({"num_labels": 3}, "only to the 'finite'"),
+        ({"partition_prior": "pitman_yor", "dirichlet": 1.0}, "only to the 'finite'"),
+        (
+            {"partition_prior": "pitman_yor", "alpha": -0.1, "discount": 0.5, "sample_alpha": 1},
+            "sample_alpha",
+        ),
+        ({"likelihood": "conjugate"}, "likelihood"),
     ],
 )
 def test_bad_input_raises(kwargs, match):
     args = {"image": torch.zeros(2, 3), "partition_prior": "dp"} | kwargs
     with pytest.raises(ValueError, match=match):
         GeneralisedSwendsenWang(args.pop("image"), args.pop("partition_prior"), **args)
+
+
+def test_the_empirical_likelihood_is_an_explicit_choice():
+    image = torch.rand(5, 6, generator=torch.Generator().manual_seed(3))
+    with pytest.raises(TypeError, match="likelihood must be 'empirical'"):
+        GeneralisedSwendsenWang(image, "dp", likelihood=None)
+    empirical = GeneralisedSwendsenWang(image, "dp", likelihood="empirical")
+    assert GeneralisedSwendsenWang(image, "dp").likelihood.rate == empirical.likelihood.rate
+    explicit = default_likelihood(empirical.pixels, empirical.edges)
+    labels = torch.randint(3, (4, 30), generator=torch.Generator().manual_seed(4))
+    by_name = empirical.log_joint(labels)
+    by_object = GeneralisedSwendsenWang(image, "dp", likelihood=explicit).log_joint(labels)
+    assert torch.equal(by_name, by_object)
 
 
 def test_bad_types_and_labels_raise():

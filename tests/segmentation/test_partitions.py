@@ -70,6 +70,40 @@ def test_ratios_agree_with_eppf(prior):
     assert math.isclose(float(joined - opened), float(add.squeeze() - new), rel_tol=1e-10)
 
 
+# Pitman-Yor is defined for alpha > -d (Pitman 2006, section 3.2), not only alpha > 0.
+NEGATIVE_PY = [
+    GibbsPartitionPrior("pitman_yor", alpha=-0.2, discount=0.35),
+    GibbsPartitionPrior("pitman_yor", alpha=0.0, discount=0.5),
+]
+
+
+@pytest.mark.parametrize("prior", NEGATIVE_PY, ids=["alpha<0", "alpha=0"])
+def test_pitman_yor_with_alpha_down_to_minus_discount(prior):
+    for n in (1, 4, 7):
+        log_g = prior.log_eppf(_sizes(set_partitions(n)))
+        assert math.isclose(float(torch.logsumexp(log_g, 0)), 0.0, abs_tol=1e-10)
+    test_ratios_agree_with_eppf(prior)
+    # opening the first block: g(3) up to the normaliser (alpha + 1)_2 that every choice
+    # shares; V's factor is an empty product (1), finite at alpha <= 0
+    a = float(prior.alpha)
+    first = prior.log_new(torch.tensor([3.0]), torch.tensor([0]))
+    g3 = float(prior.log_eppf(torch.tensor([[3.0]]))) + math.lgamma(a + 3) - math.lgamma(a + 1)
+    assert math.isclose(float(first), g3, rel_tol=1e-12)
+    with pytest.raises(ValueError, match="alpha must be > -discount"):
+        GibbsPartitionPrior("pitman_yor", alpha=-0.35, discount=0.35)
+
+
+def test_parameters_a_prior_does_not_have_are_rejected():
+    for kwargs in ({"alpha": -5.0}, {"alpha": 2.0}, {"discount": 0.3}):
+        with pytest.raises(ValueError, match="do not apply to the 'finite'"):
+            GibbsPartitionPrior("finite", num_labels=3, **kwargs)
+    for kind in ("dp", "pitman_yor"):
+        with pytest.raises(ValueError, match="num_labels apply only to the 'finite'"):
+            GibbsPartitionPrior(kind, num_labels=3)
+        with pytest.raises(ValueError, match="dirichlet apply only"):
+            GibbsPartitionPrior(kind, dirichlet=0.5)
+
+
 def test_canonical_labels_and_bad_priors():
     labels = torch.tensor([[5, 5, 2, 7, 2], [0, 1, 0, 1, 3]])
     assert canonical_labels(labels).tolist() == [[0, 0, 1, 2, 1], [0, 1, 0, 1, 2]]
