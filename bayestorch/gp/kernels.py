@@ -5,6 +5,12 @@ Talk section "Gaussian processes". Every kernel implements ``forward(x1, x2=None
 on inputs ``(..., n, d)``; positive hyperparameters are stored unconstrained (``raw_<name>``)
 and mapped through a softplus, so any optimiser step keeps them positive.
 
+Precision: a hyperparameter given as a Python number is stored in float64 (the number's own
+precision, whatever ``torch.get_default_dtype()`` is) and cast to the inputs' dtype where it
+is used, so a kernel is float64-accurate on float64 inputs and float32 on float32 ones. A
+hyperparameter given as a tensor keeps that tensor's dtype; ``kernel.float()`` /
+``kernel.double()`` cast all of them, as for any module.
+
 References:
     Rasmussen & Williams (2006). Gaussian Processes for Machine Learning, chapter 4.
 """
@@ -48,11 +54,17 @@ def safe_sqrt(x: Tensor) -> Tensor:
     return torch.where(positive, torch.where(positive, x, torch.ones_like(x)).sqrt(), 0.0)
 
 
+def _as_hyperparameter(value: float | Tensor) -> Tensor:
+    """A detached copy of ``value``: a floating tensor keeps its dtype; a Python number (or an
+    integer tensor) becomes float64, so no precision is lost before it meets the inputs."""
+    if not isinstance(value, Tensor):
+        return torch.as_tensor(value, dtype=torch.float64)
+    tensor = value.detach().clone()
+    return tensor if tensor.is_floating_point() else tensor.to(torch.float64)
+
+
 def _as_positive_tensor(name: str, value: float | Tensor) -> Tensor:
-    # Python numbers take the default dtype; a floating tensor keeps its own (e.g. float64).
-    tensor = torch.as_tensor(value).detach().clone()
-    if not tensor.is_floating_point():
-        tensor = tensor.to(torch.get_default_dtype())
+    tensor = _as_hyperparameter(value)
     if not bool(torch.isfinite(tensor).all()) or not bool((tensor > 0).all()):
         raise ValueError(
             f"{name} must be positive and finite, got {value!r} "
@@ -146,14 +158,20 @@ def _squared_distance(x1: Tensor, x2: Tensor, diag: bool) -> Tensor:
         return (x1 - x2).square().sum(-1)
     if x1.shape[-1] == 1:  # direct differences: exact and cheap in one dimension
         return (x1 - x2.transpose(-1, -2)).square()
-    # |a|^2 + |b|^2 - 2 a.b on centred inputs (less cancellation), clamped at 0.
+    # |a|^2 + |b|^2 - 2 a.b on centred inputs (less cancellation). Its round-off is about
+    # (d + 2) eps (|a|^2 + |b|^2): a value below that bound is indistinguishable from 0 and
+    # is set to 0, so equal points (x and x.clone()) are at distance exactly 0, as the
+    # direct differences give, rather than sqrt(round-off) in the Matérn kernels.
     centre = x1.mean(-2, keepdim=True)
     a, b = x1 - centre, x2 - centre
-    d2 = a.square().sum(-1)[..., :, None] + b.square().sum(-1)[..., None, :] - 2.0 * a @ b.mT
+    norms = a.square().sum(-1)[..., :, None] + b.square().sum(-1)[..., None, :]
+    d2 = norms - 2.0 * a @ b.mT
+    resolution = (x1.shape[-1] + 2) * torch.finfo(d2.dtype).eps * norms
+    d2 = torch.where(d2 <= resolution, 0.0, d2)
     if x1 is x2:
         eye = torch.eye(d2.shape[-1], dtype=torch.bool, device=d2.device)
         d2 = d2.masked_fill(eye, 0.0)
-    return d2.clamp_min(0.0)
+    return d2
 
 
 class _Stationary(Kernel):

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bayestorch.gp.kernels import Kernel, _as_inputs, safe_sqrt
+from bayestorch.gp.kernels import Kernel, _as_hyperparameter, _as_inputs, safe_sqrt
 
 __all__ = [
     "NNGPKernel",
@@ -277,8 +277,15 @@ def nngp_recursion(
     expect = _expectations(activation, num_points, kinks, derivative_fn)
     same = x2 is None or x2 is x1
     x2 = x1 if x2 is None else x2
-    weight_var = torch.as_tensor(weight_var).to(x1)
-    bias_var = torch.as_tensor(bias_var).to(x1)
+    # Python numbers reach float64 inputs at float64 precision (not the default dtype's).
+    weight_var = (
+        weight_var.to(x1)
+        if isinstance(weight_var, Tensor)
+        else _as_hyperparameter(weight_var).to(x1)
+    )
+    bias_var = (
+        bias_var.to(x1) if isinstance(bias_var, Tensor) else _as_hyperparameter(bias_var).to(x1)
+    )
     d_in = x1.shape[-1]
 
     k11 = bias_var + weight_var * x1.square().sum(-1) / d_in
@@ -313,7 +320,8 @@ class NNGPKernel(Kernel):
         activation: ``"relu"`` or ``"erf"`` (closed forms) or any elementwise callable
             (Gauss-Legendre quadrature, see :func:`gaussian_expectation`).
         weight_var: ``sigma_w^2`` > 0, learnable.
-        bias_var: ``sigma_b^2`` > 0, learnable.
+        bias_var: ``sigma_b^2`` > 0, learnable; or exactly 0, a network without biases (then
+            a fixed buffer: a softplus-constrained parameter cannot reach 0).
         num_points: quadrature nodes per piece and dimension (callables only).
         kinks: points where a callable activation may be non-smooth.
         derivative_fn: the activation's derivative, for :class:`NTKKernel` (default: autograd).
@@ -357,7 +365,17 @@ class NNGPKernel(Kernel):
         self.kinks = tuple(float(k) for k in kinks)
         self.derivative_fn = derivative_fn
         self.register_positive("weight_var", weight_var)
-        self.register_positive("bias_var", bias_var)
+        zero = _as_hyperparameter(bias_var)
+        if zero.numel() == 1 and float(zero) < 0.0:
+            raise ValueError(
+                f"bias_var must be positive (or exactly 0: a network without biases), got "
+                f"{bias_var!r}"
+            )
+        if zero.numel() == 1 and float(zero) == 0.0:
+            self.register_buffer("fixed_bias_var", zero)  # no biases: not learnable
+        else:
+            self.fixed_bias_var = None
+            self.register_positive("bias_var", bias_var)
 
     @property
     def weight_var(self) -> Tensor:
@@ -365,6 +383,8 @@ class NNGPKernel(Kernel):
 
     @property
     def bias_var(self) -> Tensor:
+        if self.fixed_bias_var is not None:
+            return self.fixed_bias_var
         return self.positive("bias_var")
 
     def _both(self, x1: Tensor, x2: Tensor, diag: bool) -> tuple[Tensor, Tensor | None]:

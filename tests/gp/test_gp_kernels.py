@@ -184,3 +184,64 @@ def test_bad_inputs_raise_clear_errors():
         RBF(lengthscale=torch.ones(2))(torch.randn(4, 3))
     with pytest.raises(ValueError, match="nu must be"):
         Matern(nu=2.0)
+
+
+@pytest.fixture
+def float32_default():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def _built_with_default(dtype, factory):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return factory()
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_python_number_hyperparameters_keep_float64_accuracy(name, generator):
+    """Issue 21: built under a float32 default dtype, hyperparameters given as Python numbers
+    were rounded to float32 (NNGP capped at ~3e-7 relative accuracy on float64 inputs)."""
+    x1, x2 = _inputs(generator, 6, 3), _inputs(generator, 4, 3)
+    k32 = _built_with_default(torch.float32, EXAMPLES[name])
+    k64 = _built_with_default(torch.float64, EXAMPLES[name])
+    out = k32(x1, x2)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, k64(x1, x2), rtol=1e-13, atol=1e-15)
+    # float32 inputs still give float32 (the hyperparameters are cast where they are used)
+    assert k32(x1.float(), x2.float()).dtype == torch.float32
+
+
+def test_regression_noise_keeps_float64_accuracy(generator, float32_default):
+    x = _inputs(generator, 8, 2)
+    y = torch.sin(x.sum(-1))
+    gp32 = gp.GPRegression(NNGPKernel(2, weight_var=1.3, bias_var=0.1), noise_var=0.1).fit(x, y)
+    gp64 = _built_with_default(
+        torch.float64,
+        lambda: gp.GPRegression(NNGPKernel(2, weight_var=1.3, bias_var=0.1), noise_var=0.1),
+    ).fit(x, y)
+    xs = _inputs(generator, 3, 2)
+    torch.testing.assert_close(gp32.predict(xs).mean, gp64.predict(xs).mean, rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        gp32.log_marginal_likelihood(), gp64.log_marginal_likelihood(), rtol=1e-13, atol=0
+    )
+
+
+@pytest.mark.parametrize("cls", [NNGPKernel, NTKKernel])
+def test_zero_bias_var_is_a_network_without_biases(cls, generator):
+    """Issue 21: NNGPKernel(bias_var=0) was rejected although nngp_recursion defaults to 0."""
+    kernel = cls(1, "relu", weight_var=2.0, bias_var=0)
+    assert "raw_bias_var" not in dict(kernel.named_parameters())
+    assert float(kernel.bias_var) == 0.0
+    x = _inputs(generator, 5, 3)
+    expected = gp.nngp_recursion(x, None, depth=1, weight_var=2.0, bias_var=0.0, ntk=cls._ntk)
+    torch.testing.assert_close(kernel(x), expected[1] if cls._ntk else expected[0])
+    if cls is NNGPKernel:  # K^1(x, x) = w E[relu(u)^2] = w (w |x|^2 / d) / 2, no bias term
+        torch.testing.assert_close(kernel(x, diag=True), 2.0 * 2.0 * x.square().mean(-1) / 2)
+    with pytest.raises(ValueError, match="bias_var must be positive .*or exactly 0"):
+        cls(1, bias_var=-1e-3)

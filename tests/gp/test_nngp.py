@@ -167,7 +167,9 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="weight_var must be positive"):
         NNGPKernel(2, weight_var=-1.0)
     with pytest.raises(ValueError, match="bias_var must be positive"):
-        NTKKernel(2, bias_var=0.0)
+        NTKKernel(2, bias_var=-0.5)
+    with pytest.raises(ValueError, match="bias_var must be positive"):
+        NTKKernel(2, bias_var=float("nan"))
     with pytest.raises(ValueError, match="same last dim"):
         NNGPKernel(2)(torch.randn(3, 4), torch.randn(3, 5))
     with pytest.raises(ValueError, match="holds NaN"):
