@@ -275,22 +275,22 @@ class GaussianMixturePrior(LatentPrior):
 class DirichletProcessPrior(LatentPrior):
     """A truncated Dirichlet-process mixture of Gaussians, by stick-breaking.
 
-    Stick ``k`` is ``Kumaraswamy(a_k, b_k)`` with learnable ``a_k, b_k`` initialised at
-    ``(1, alpha)``, where Kumaraswamy(1, alpha) = Beta(1, alpha): the sticks start exactly at
-    GEM(alpha). Each draw breaks its own ``truncation`` sticks (reparameterised), then picks a
-    component from those weights by straight-through Gumbel-softmax, so the stick parameters
-    (hence the effective number of components) learn from the GAN loss.
+    Truncation (Ishwaran & James 2001): ``T`` components from ``T - 1`` sticks, the last stick
+    set to 1, ``v_T := 1``, so the weights ``w_k = v_k prod_{j<k} (1 - v_j)`` sum to 1 and the
+    last component takes all the mass the first ``T - 1`` sticks leave,
+    ``w_T = prod_{j<T} (1 - v_j)``. Under GEM(alpha), ``E[w_T] = (alpha / (1 + alpha))^(T-1)``.
+    Draws (:meth:`rsample`), :meth:`stick_log_weights` and :attr:`weights` all follow this
+    one law.
 
-    Truncation: the mass ``prod_{k<=T}(1 - v_k)`` left after ``T`` sticks is reported as
-    :attr:`remainder` (its expectation); draws assign it to the last component (Ishwaran &
-    James's truncation, ``v_T := 1``), so :attr:`mixture_weights` (the probabilities draws
-    follow) is :attr:`weights` with :attr:`remainder` added to its last entry. Draws therefore
-    use only the first ``T - 1`` sticks; the ``T``-th stick's parameters (which get no gradient
-    and stay at GEM(alpha)) only split the reported last weight from the remainder.
+    Stick ``k < T`` is ``Kumaraswamy(a_k, b_k)`` with learnable ``a_k, b_k`` initialised at
+    ``(1, alpha)``, where Kumaraswamy(1, alpha) = Beta(1, alpha): the sticks start exactly at
+    GEM(alpha). Each draw breaks its own sticks (reparameterised), then picks a component from
+    those weights by straight-through Gumbel-softmax, so the stick parameters (hence the
+    effective number of components) learn from the GAN loss.
 
     Args:
         alpha: DP concentration, > 0.
-        truncation: number of sticks/components ``T >= 1``.
+        truncation: number of components ``T >= 1`` (``T - 1`` sticks).
         dim: latent dimension.
         temperature: Gumbel-softmax temperature.
         init_scale: standard deviation of the initial component means.
@@ -298,11 +298,13 @@ class DirichletProcessPrior(LatentPrior):
         hard: straight-through (default) or relaxed component choice.
 
     Shape:
-        ``rsample((n,))``: ``(n, dim)``; ``weights``: ``(T,)``; ``remainder``: ``()``.
+        ``rsample((n,))``: ``(n, dim)``; ``weights``: ``(T,)``; ``log_a``, ``log_b``:
+        ``(T - 1,)``.
 
     References:
-        Sethuraman (1994); Ishwaran & James (2001); Nalisnick & Smyth (2017);
-        Huang, Xu et al., Dirichlet Process Mixture Model Learning via GAN.
+        Sethuraman (1994); Ishwaran & James (2001), section 2 (the truncation ``V_N = 1``);
+        Nalisnick & Smyth (2017); Huang, Xu et al., Dirichlet Process Mixture Model Learning
+        via GAN.
     """
 
     def __init__(
@@ -322,8 +324,8 @@ class DirichletProcessPrior(LatentPrior):
         self.truncation = truncation
         self.temperature = _check_positive_float("temperature", temperature)
         self.hard = bool(hard)
-        log_a = torch.zeros(truncation)
-        log_b = torch.full((truncation,), math.log(alpha))
+        log_a = torch.zeros(truncation - 1)
+        log_b = torch.full((truncation - 1,), math.log(alpha))
         if learn_sticks:
             self.log_a, self.log_b = nn.Parameter(log_a), nn.Parameter(log_b)
         else:
@@ -332,47 +334,38 @@ class DirichletProcessPrior(LatentPrior):
 
     def stick_log_weights(
         self, sample_shape: Sequence[int] | int = (), generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Draw sticks and return ``(log w, log remainder)`` per draw (reparameterised).
+    ) -> Tensor:
+        """Draw the ``T - 1`` sticks and return the log weights of the ``T`` components
+        (``v_T := 1``: each row sums to 1), reparameterised. Draws use these weights.
 
         Shape:
-            ``sample_shape + (T,)`` and ``sample_shape``.
+            ``sample_shape + (T,)``.
         """
         check_generator_device(generator, self.log_a.device)
         log_v, log_1mv = kumaraswamy_log_sticks(
             self.log_a.exp(), self.log_b.exp(), _sample_shape(sample_shape), generator=generator
         )
-        return stick_breaking_log_weights(log_v, log_1mv)
+        last = log_v.new_zeros(*log_v.shape[:-1], 1)  # log v_T = 0; log(1 - v_T) is unused
+        return stick_breaking_log_weights(
+            torch.cat([log_v, last], -1), torch.cat([log_1mv, last], -1)
+        )[0]
 
     def _choice_logits(self, sample_shape, generator) -> Tensor:
-        # v_T := 1 (the remainder joins the last component): only T - 1 sticks are drawn,
-        # and w_T + remainder = prod_{j<T} (1 - v_j).
-        check_generator_device(generator, self.log_a.device)
-        log_v, log_1mv = kumaraswamy_log_sticks(
-            self.log_a[:-1].exp(), self.log_b[:-1].exp(), sample_shape, generator=generator
-        )
-        log_v = torch.cat([log_v, torch.zeros_like(log_v[..., :1])], -1)
-        return stick_breaking_log_weights(log_v, torch.cat([log_1mv, log_v[..., -1:]], -1))[0]
-
-    def _expected_sticks(self) -> tuple[Tensor, Tensor]:
-        mean_v = kumaraswamy_mean(self.log_a.exp(), self.log_b.exp())
-        return mean_v, 1 - mean_v
+        return self.stick_log_weights(sample_shape, generator)
 
     @property
     def weights(self) -> Tensor:
-        """Expected stick-breaking weights ``E[w_k]``, ``k = 1..T`` (independent sticks)."""
-        mean_v, mean_1mv = self._expected_sticks()
-        before = torch.cat([torch.ones_like(mean_1mv[:1]), mean_1mv[:-1].cumprod(-1)])
+        """Expected weights ``E[w_k]``, ``k = 1..T``, of the truncated process (they sum to 1;
+        the sticks are independent, so ``E[w_k] = E[v_k] prod_{j<k} E[1 - v_j]``)."""
+        mean_v = kumaraswamy_mean(self.log_a.exp(), self.log_b.exp())
+        one = mean_v.new_ones(1)
+        mean_v = torch.cat([mean_v, one])  # v_T = 1
+        before = torch.cat([one, (1 - mean_v[:-1]).cumprod(-1)])
         return mean_v * before
 
     @property
-    def remainder(self) -> Tensor:
-        """Expected mass beyond the truncation, ``E[prod_{k<=T} (1 - v_k)]``."""
-        return self._expected_sticks()[1].prod(-1)
-
-    @property
     def mixture_weights(self) -> Tensor:
-        return torch.cat([self.weights[:-1], (self.weights[-1] + self.remainder).unsqueeze(0)])
+        return self.weights
 
     def num_effective_components(self, threshold: float = 0.01) -> int:
         """How many components have expected weight above ``threshold``."""

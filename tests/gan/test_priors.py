@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from torch import Tensor
 from torch.func import functional_call
 
 from bayestorch.distributions.stick_breaking import gem_expected_weights, kumaraswamy_log_sticks
@@ -32,8 +33,8 @@ def _dp(hard: bool = True, dtype=torch.float64) -> DirichletProcessPrior:
     with torch.no_grad():
         prior.means.copy_(torch.tensor([[-3.0, 0.0], [0.0, 2.0], [3.0, -1.0], [0.0, -3.0]]))
         prior.log_scales.copy_(torch.tensor([[0.0, -0.5], [-1.0, 0.3], [0.2, 0.0], [0.0, 0.0]]))
-        prior.log_a.copy_(torch.tensor([0.2, -0.3, 0.1, 0.0]))
-        prior.log_b.copy_(torch.tensor([0.5, 0.0, 0.3, -0.2]))
+        prior.log_a.copy_(torch.tensor([0.2, -0.3, 0.1]))
+        prior.log_b.copy_(torch.tensor([0.5, 0.0, 0.3]))
     return prior
 
 
@@ -151,42 +152,40 @@ def test_same_generator_same_draws(device):
 # -- stick-breaking ------------------------------------------------------------------------------
 
 
+def _truncated_gem_means(alpha: float, truncation: int) -> Tensor:
+    """``E[w_k]`` of GEM(alpha) truncated with ``v_T = 1``: the first ``T - 1`` as GEM, the
+    last ``(alpha / (1 + alpha))^(T - 1)``."""
+    head = gem_expected_weights(alpha, truncation - 1, dtype=torch.float64)
+    last = torch.tensor([(alpha / (1 + alpha)) ** (truncation - 1)], dtype=torch.float64)
+    return torch.cat([head, last])
+
+
 @pytest.mark.parametrize("alpha", [0.5, 2.0])
-def test_stick_weights_at_init_are_gem_and_sum_to_one_with_remainder(alpha):
+def test_stick_weights_at_init_are_truncated_gem_and_sum_to_one(alpha):
     prior = DirichletProcessPrior(alpha, 12, 3).double()
-    expected = gem_expected_weights(alpha, 12, dtype=torch.float64)
-    torch.testing.assert_close(prior.weights.detach(), expected)
-    remainder = torch.tensor((alpha / (1 + alpha)) ** 12, dtype=torch.float64)
-    torch.testing.assert_close(prior.remainder.detach(), remainder)
-    moved = _dp()
-    for p in (prior, moved):
-        total = p.weights.sum() + p.remainder
-        torch.testing.assert_close(total.detach(), torch.tensor(1.0, dtype=torch.float64))
-        torch.testing.assert_close(p.mixture_weights.sum().detach(), total.detach())
+    torch.testing.assert_close(prior.weights.detach(), _truncated_gem_means(alpha, 12))
+    for p in (prior, _dp()):
+        torch.testing.assert_close(p.weights.sum().detach(), torch.tensor(1.0, dtype=torch.float64))
+        torch.testing.assert_close(p.mixture_weights, p.weights)
+    assert tuple(prior.log_a.shape) == (11,)  # T - 1 sticks
 
 
-def _stick_draws(a, b, n, generator):
-    prior = DirichletProcessPrior(1.0, 6, 1).double()
+def _stick_draws(a, b, n, generator, truncation=6):
+    prior = DirichletProcessPrior(1.0, truncation, 1).double()
     with torch.no_grad():
         prior.log_a.fill_(math.log(a))
         prior.log_b.fill_(math.log(b))
-    log_w, log_rest = prior.stick_log_weights((n,), generator)
-    return torch.cat([log_w.exp(), log_rest.exp().unsqueeze(-1)], -1)
+    return prior.stick_log_weights((n,), generator).exp()
 
 
 @pytest.mark.statistical
 @pytest.mark.parametrize("alpha", [0.7, 3.0])
-def test_drawn_stick_weights_mean_matches_gem(alpha, generator):
-    # Each draw's weights plus remainder sum to 1; their Monte Carlo mean matches
-    # E[w_k] = alpha^(k-1) / (1 + alpha)^k and E[remainder] = (alpha / (1 + alpha))^T.
+def test_drawn_stick_weights_mean_matches_truncated_gem(alpha, generator):
+    # Each draw's weights sum to 1; their Monte Carlo mean matches E[w_k] = alpha^(k-1) /
+    # (1 + alpha)^k for k < T and E[w_T] = (alpha / (1 + alpha))^(T - 1).
     draws = _stick_draws(1.0, alpha, 20000, generator)
     torch.testing.assert_close(draws.sum(-1), torch.ones(20000, dtype=torch.float64))
-    truth = torch.cat(
-        [
-            gem_expected_weights(alpha, 6, dtype=torch.float64),
-            torch.tensor([(alpha / (1 + alpha)) ** 6]),
-        ]
-    )
+    truth = _truncated_gem_means(alpha, 6)
     assert_z(draws.mean(0), truth, draws.std(0) / math.sqrt(draws.shape[0]), FAILURE_RATE)
 
 
@@ -194,9 +193,35 @@ def test_drawn_stick_weights_mean_matches_gem(alpha, generator):
 def test_wrong_sticks_fail_gem_mean(generator):
     # Kumaraswamy(alpha, 1) (parameters swapped) is not Beta(1, alpha): the same test fails.
     draws = _stick_draws(3.0, 1.0, 20000, generator)
-    truth = torch.cat([gem_expected_weights(3.0, 6, dtype=torch.float64), torch.tensor([0.75**6])])
+    truth = _truncated_gem_means(3.0, 6)
     with pytest.raises(AssertionError, match="z-test failed"):
         assert_z(draws.mean(0), truth, draws.std(0) / math.sqrt(draws.shape[0]), FAILURE_RATE)
+
+
+@pytest.mark.statistical
+def test_draws_and_stick_weights_follow_one_truncation_law(generator):
+    """Issue 21: at T = 3, alpha = 2.5 the last weight's mean was 0.146 in stick_log_weights
+    (all T sticks drawn) and 0.51 in rsample (v_T = 1). One law now: E[w_T] = (2.5 / 3.5)^2."""
+    alpha, n = 2.5, 20000
+    prior = DirichletProcessPrior(alpha, 3, 1).double()
+    expected_last = (alpha / (1 + alpha)) ** 2
+    last = prior.stick_log_weights((n,), generator).exp()[:, -1]
+    assert_z(last.mean(), torch.tensor(expected_last), last.std() / math.sqrt(n), FAILURE_RATE)
+    torch.testing.assert_close(prior.weights[-1].detach(), torch.tensor(expected_last).double())
+    _, component = prior.sample((n,), generator, return_component=True)
+    hits = (component == 2).double()
+    assert_z(hits.mean(), torch.tensor(expected_last), hits.std() / math.sqrt(n), FAILURE_RATE)
+    # the same generator state gives draws whose component logits are the stick weights
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    torch.testing.assert_close(prior._choice_logits((5,), g1), prior.stick_log_weights((5,), g2))
+
+
+def test_single_component_truncation():
+    prior = DirichletProcessPrior(1.0, 1, 2).double()
+    assert prior.log_a.numel() == 0
+    torch.testing.assert_close(prior.weights, torch.ones(1, dtype=torch.float64))
+    z, k = prior.sample((4,), torch.Generator().manual_seed(0), return_component=True)
+    assert z.shape == (4, 2) and bool((k == 0).all())
 
 
 @pytest.mark.statistical
