@@ -3,6 +3,9 @@
 Subpackages, by section of the talk (imported on first attribute access, so
 ``import bayestorch as bt`` stays cheap and ``bt.gp`` just works):
 
+* ``bayestorch.infer`` — the model language (``bt.sample``, ``bt.plate``, ``bt.deterministic``,
+  ``bt.factor``, ``bt.random_module``) and its inference: ``mcmc``, ``advi``, ``map``,
+  ``predictive``, arviz export.
 * ``bayestorch.vi`` — variational inference: ELBO, IWAE bound, VAE.
 * ``bayestorch.mc`` — Monte Carlo: rejection, adaptive rejection, importance sampling, resampling.
 * ``bayestorch.mcmc`` — MCMC kernels, warm-up adaptation, diagnostics and the ``sample`` runner.
@@ -33,6 +36,7 @@ _SUBPACKAGES = (
     "gan",
     "gp",
     "gumbel",
+    "infer",
     "mc",
     "mcmc",
     "segmentation",
@@ -42,7 +46,10 @@ _SUBPACKAGES = (
     "vi",
 )
 
-__all__ = ["__version__", *_SUBPACKAGES]
+# The model language's primitives, at the top level as users write them (``bt.sample``).
+_PRIMITIVES = ("deterministic", "factor", "plate", "random_module", "sample")
+
+__all__ = ["__version__", *_SUBPACKAGES, *_PRIMITIVES]
 
 
 def __getattr__(name: str):
@@ -50,8 +57,12 @@ def __getattr__(name: str):
         module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module
         return module
+    if name in _PRIMITIVES:
+        value = getattr(importlib.import_module(f"{__name__}.infer.primitives"), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'bayestorch' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SUBPACKAGES))
+    return sorted(set(globals()) | set(_SUBPACKAGES) | set(_PRIMITIVES))
