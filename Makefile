@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/vae_digits.yaml
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint format bench clean
+.PHONY: run test test-fast lint typecheck docs docs-serve format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+# The documentation site (MkDocs + mkdocstrings): `make docs` builds site/ with --strict,
+# so a broken link or reference fails; `make docs-serve` previews it with live reload.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	$(VENV)/bin/mkdocs serve
+
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
@@ -39,4 +50,4 @@ bench: $(STAMP)
 	for b in vae mcmc mcmc_chains gumbel gp dpp kalman swendsen_wang segmentation gan distributed; do $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .ruff_cache .mypy_cache

@@ -488,6 +488,12 @@ def lattice_heat_bath_sweep(
 class _PottsKernel(nn.Module):
     """Shared shell: the graph, couplings and colouring as buffers; ``init`` checks labels."""
 
+    # buffers (registered in __init__; declared for type checkers)
+    edges: Tensor
+    couplings: Tensor
+    bond_probs: Tensor
+    colours: Tensor | None
+
     def __init__(
         self,
         edges: Tensor,

@@ -35,6 +35,13 @@ class SegmentStats:
 
     outer: bool = False
 
+    def log_marginal(self, count: Tensor, s1: Tensor, s2: Tensor) -> Tensor:
+        """``log p(y_A)`` of segments from their sufficient statistics: pixel ``count``,
+        sums ``s1`` and second moments ``s2`` (:meth:`pixel_stats` summed over the
+        segment). Shape: ``(...)``, ``(..., c)``, ``(..., c)`` or ``(..., c, c)`` ->
+        ``(...)``."""
+        raise NotImplementedError
+
     def pixel_stats(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """``(y, y^2)`` or ``(y, y y^T)`` per pixel. Shape: ``(n, c)`` -> ``(n, c)``,
         ``(n, c)`` or ``(n, c, c)``."""

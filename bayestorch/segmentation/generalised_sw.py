@@ -180,6 +180,15 @@ class GeneralisedSwendsenWang(Kernel):
         Xu, Caron & Doucet (2016), arXiv:1602.03048.
     """
 
+    # buffers (registered in __init__; declared for type checkers)
+    edges: Tensor
+    pixels: Tensor
+    beta: Tensor
+    bond_prob: Tensor
+    log_off: Tensor | None
+    stat1: Tensor
+    stat2: Tensor
+
     def __init__(
         self,
         image: Tensor,
@@ -324,7 +333,7 @@ class GeneralisedSwendsenWang(Kernel):
         return self.prior.with_params(alpha, discount)
 
     # -- kernel -------------------------------------------------------------------------
-    def init(
+    def init(  # type: ignore[override]  # labels and a replica count, not (chains, dim)
         self,
         labels: Tensor | None = None,
         replicas: int = 1,
@@ -510,6 +519,7 @@ class GeneralisedSwendsenWang(Kernel):
         boundary = torch.cat([a != b, a != b], 1)
         key = torch.cat([a, b], 1) + base
         other = torch.cat([b, a], 1)
+        assert self.log_off is not None  # only called with non-Swendsen-Wang bonds
         weight = self.log_off.repeat(2).expand(replicas, -1)
         key, other, weight = key[boundary], other[boundary], weight[boundary]
         key, perm = key.sort(stable=True)

@@ -145,6 +145,11 @@ class SwendsenWangSegmentation(nn.Module):
         Higdon (1998). JASA 93(442); Barbu, Zhu (2005). IEEE TPAMI 27(8).
     """
 
+    # buffers (registered in __init__; declared for type checkers)
+    data: Tensor
+    prior_mean: Tensor
+    prior_scale: Tensor
+
     def __init__(
         self,
         data: Tensor,
