@@ -36,12 +36,14 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
+from bayestorch.utils.chunking import check_chunk_size, chunk_slices, resolve_chunk_size
 from bayestorch.utils.linalg import NotPSDError, symmetrize
 from bayestorch.utils.random import check_generator_device, rand_open01
 
@@ -197,6 +199,7 @@ def sample_projection_dpp(
     selected: Tensor,
     generator: torch.Generator | None = None,
     algorithm: str = "auto",
+    chunk_size: int | None = None,
 ) -> Tensor:
     """Exact draws of the projection DPPs spanned by chosen eigenvectors of one kernel.
 
@@ -221,11 +224,18 @@ def sample_projection_dpp(
       products run faster per flop than the rejection step's small gathers), else
       ``"chain_rule"``.
 
+    Memory: the draws run in chunks of ``chunk_size`` rows, each holding ``O(N + m R)``
+    numbers per row, so peak memory is set by the chunk, not by ``S``. The chain rule's
+    uniforms are drawn for all rows first, so its draws do not depend on ``chunk_size``; the
+    rejection sampler draws chunk after chunk (the same law for any ``chunk_size``).
+
     Args:
         eigenvectors: ``V`` with orthonormal columns.
         selected: which columns each draw uses.
         generator: the source of the uniforms.
         algorithm: ``"auto"``, ``"rejection"`` or ``"chain_rule"``.
+        chunk_size: rows drawn at once (default: as many as fit
+            :data:`~bayestorch.utils.chunking.DEFAULT_MAX_MEMORY`).
 
     Returns:
         Boolean masks with ``selected[s].sum()`` items set in row ``s``.
@@ -248,14 +258,27 @@ def sample_projection_dpp(
     used = selected.any(0)  # only the columns some row uses
     v = eigenvectors[:, used]  # (N, R_u)
     weight = selected[:, used].to(eigenvectors.dtype)  # (S, R_u)
+    m = int(sizes.max())
     if algorithm == "auto":
-        m = int(sizes.max())
         algorithm = "rejection" if n > 16 * m * (math.log(m) + 0.58) else "chain_rule"
+    itemsize = eigenvectors.element_size()
+    chunk = resolve_chunk_size(chunk_size, itemsize * (4 * n + 2 * m * v.shape[1]), num_rows)
     if algorithm == "rejection":
         if num_rows == 1:  # all used columns are selected
             return _projection_rejection_single(v, generator)
-        return _projection_rejection(v, weight, sizes, generator)
-    return _projection_chain_rule(v, weight, sizes, generator)
+        return torch.cat(
+            [
+                _projection_rejection(v, weight[rows], sizes[rows], generator)
+                for rows in chunk_slices(num_rows, chunk)
+            ]
+        )
+    uniforms = rand_open01((m, num_rows, 1), generator=generator, device=v.device, dtype=v.dtype)
+    return torch.cat(
+        [
+            _projection_chain_rule(v, weight[rows], sizes[rows], uniforms[:, rows])
+            for rows in chunk_slices(num_rows, chunk)
+        ]
+    )
 
 
 def _projection_rejection(
@@ -358,9 +381,8 @@ def _projection_rejection_single(v: Tensor, generator: torch.Generator | None) -
     return torch.zeros(1, n, dtype=torch.bool, device=device).index_fill_(1, picks, True)
 
 
-def _projection_chain_rule(
-    v: Tensor, weight: Tensor, sizes: Tensor, generator: torch.Generator | None
-) -> Tensor:
+def _projection_chain_rule(v: Tensor, weight: Tensor, sizes: Tensor, uniforms: Tensor) -> Tensor:
+    """The chain rule for rows with ``weight``/``sizes``; ``uniforms``: ``(>= m, S, 1)``."""
     n = v.shape[0]
     num_rows = weight.shape[0]
     device, dtype = v.device, v.dtype
@@ -372,7 +394,6 @@ def _projection_chain_rule(
     residual = v.square().sum(-1).expand(num_rows, n) if weight is None else v.square() @ weight.T
     residual = residual.T.contiguous() if weight is not None else residual.contiguous()
     coefficients = v.new_zeros(num_rows, m, v.shape[-1])  # rows a_t
-    uniforms = rand_open01((m, num_rows, 1), generator=generator, device=device, dtype=dtype)
     tiny = torch.finfo(dtype).tiny
     picks = torch.full((num_rows, m), n, dtype=torch.long, device=device)  # n: no pick
     vt = v.T.contiguous()
@@ -407,6 +428,7 @@ def _sample_spectral(
     eigenvectors: Tensor,
     num_samples: int,
     generator: torch.Generator | None,
+    chunk_size: int | None = None,
 ) -> Tensor:
     """Phase one (keep eigenvector ``n`` with probability ``mu_n``) and the projection phase.
 
@@ -422,19 +444,30 @@ def _sample_spectral(
         dtype=selection_probs.dtype,
     )
     keep = uniforms < selection_probs
-    draws = [sample_projection_dpp(eigenvectors[b], keep[:, b], generator) for b in range(batch)]
+    draws = [
+        sample_projection_dpp(eigenvectors[b], keep[:, b], generator, chunk_size=chunk_size)
+        for b in range(batch)
+    ]
     return torch.stack(draws, dim=1)
 
 
 def sample_cholesky(
-    marginal_kernel: Tensor, num_samples: int, generator: torch.Generator | None = None
+    marginal_kernel: Tensor,
+    num_samples: int,
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
 ) -> Tensor:
     """Sequential (LDL^T) sampler from a marginal kernel, no eigendecomposition.
 
     Item ``i`` is included with its conditional probability ``K_ii`` given the decisions on
     items ``< i``; the trailing block is then conditioned by a rank-one update
     ``K -= K_{:,i} K_{i,:} / (K_ii - [i excluded])``, the Schur complement of an LDL^T step.
-    All ``num_samples`` draws run together as one batch.
+
+    Each draw conditions its own ``N x N`` copy of the kernel, so the draws run in chunks of
+    ``chunk_size`` (default: as many as fit
+    :data:`~bayestorch.utils.chunking.DEFAULT_MAX_MEMORY`); peak memory is about
+    ``chunk_size * N^2`` numbers whatever ``num_samples`` is. The uniforms are drawn for all
+    draws first, so the result does not depend on ``chunk_size``.
 
     Shape:
         ``marginal_kernel``: ``(B, N, N)`` -> ``(num_samples, B, N)``.
@@ -443,16 +476,26 @@ def sample_cholesky(
         Poulson (2019), Alg. 1; Launay, Galerne & Desolneux (2020), Alg. 2.
     """
     batch, n, _ = marginal_kernel.shape
-    kernel = marginal_kernel.unsqueeze(0).expand(num_samples, -1, -1, -1).clone()
-    kernel = kernel.reshape(num_samples * batch, n, n)
+    rows = num_samples * batch
     uniforms = rand_open01(
-        (n, num_samples * batch),
-        generator=generator,
-        device=marginal_kernel.device,
-        dtype=marginal_kernel.dtype,
+        (n, rows), generator=generator, device=marginal_kernel.device, dtype=marginal_kernel.dtype
     )
+    chunk = resolve_chunk_size(chunk_size, n * n * marginal_kernel.element_size(), rows)
+    # row r = (sample s, kernel b) with b = r % batch, in sample-major order
+    which = torch.arange(rows, device=marginal_kernel.device) % batch
+    masks = [
+        _cholesky_draws(marginal_kernel[which[part]], uniforms[:, part])
+        for part in chunk_slices(rows, chunk)
+    ]
+    return torch.cat(masks).reshape(num_samples, batch, n)
+
+
+def _cholesky_draws(kernel: Tensor, uniforms: Tensor) -> Tensor:
+    """The LDL^T draws of :func:`sample_cholesky` on ``kernel`` ``(R, N, N)`` (a copy,
+    conditioned in place), with ``uniforms`` ``(N, R)``; returns masks ``(R, N)``."""
+    n = kernel.shape[-1]
     tiny = torch.finfo(kernel.dtype).tiny
-    mask = torch.zeros(num_samples * batch, n, dtype=torch.bool, device=kernel.device)
+    mask = torch.zeros(kernel.shape[0], n, dtype=torch.bool, device=kernel.device)
     for i in range(n):
         p = kernel[:, i, i].clamp(0.0, 1.0)
         take = uniforms[i] < p
@@ -462,22 +505,53 @@ def sample_cholesky(
         pivot = torch.where(take, p, p - 1.0)
         pivot = torch.where(pivot.abs() < tiny, torch.where(take, tiny, -tiny), pivot)
         col = kernel[:, i + 1 :, i]
-        kernel[:, i + 1 :, i + 1 :] -= col.unsqueeze(-1) * (col / pivot.unsqueeze(-1)).unsqueeze(-2)
-    return mask.reshape(num_samples, batch, n)
+        # rank-one Schur update in place (no (R, N, N) temporary)
+        kernel[:, i + 1 :, i + 1 :].baddbmm_(
+            col.unsqueeze(-1), (col / pivot.unsqueeze(-1)).unsqueeze(-2), alpha=-1.0
+        )
+    return mask
 
 
 # ------------------------------------------------------------------------- log-dets
 
 
+def map_sample_chunks(
+    fn: Callable[[Tensor], Tensor],
+    mask: Tensor,
+    event_dims: int,
+    row_bytes: int,
+    chunk_size: int | None,
+) -> Tensor:
+    """``fn(mask)`` evaluated on chunks of the leading (sample) dims of ``mask``.
+
+    ``mask`` is ``(*sample, *rest)`` with ``len(rest) = event_dims``; ``fn`` maps
+    ``(rows, *rest)`` to ``(rows, *out)``, using about ``row_bytes`` of temporaries per row.
+    Returns ``(*sample, *out)``. Without sample dims ``fn`` is called once.
+    """
+    if mask.dim() <= event_dims:  # no sample dims (a mask may broadcast against the batch)
+        return fn(mask)
+    sample = mask.shape[: mask.dim() - event_dims]
+    flat = mask.reshape(-1, *mask.shape[len(sample) :])
+    chunk = resolve_chunk_size(chunk_size, row_bytes, flat.shape[0])
+    out = torch.cat([fn(flat[rows]) for rows in chunk_slices(flat.shape[0], chunk)])
+    return out.reshape(*sample, *out.shape[1:])
+
+
 def log_det_subsets(
-    mask: Tensor, *, L: Tensor | None = None, features: Tensor | None = None
+    mask: Tensor,
+    *,
+    L: Tensor | None = None,
+    features: Tensor | None = None,
+    chunk_size: int | None = None,
 ) -> Tensor:
     """``log det(L_A)`` for the subsets ``A`` given as masks (``-inf`` when singular).
 
     With ``L`` the submatrix is embedded as ``L ∘ m m^T + diag(1 - m)`` (same determinant),
-    so any batch of masks is one batched ``slogdet``. With ``features`` only the selected
-    rows are gathered (padded to the largest subset), so ``N x N`` is never formed; subsets
-    larger than ``d`` get ``-inf``.
+    so a batch of masks is a batched ``slogdet``, taken in chunks of ``chunk_size`` masks
+    (default: as many as keep the ``N x N`` temporaries under
+    :data:`~bayestorch.utils.chunking.DEFAULT_MAX_MEMORY`). With ``features`` only the
+    selected rows are gathered (padded to the largest subset), so ``N x N`` is never formed;
+    subsets larger than ``d`` get ``-inf``.
 
     Shape:
         ``mask``: ``(*sample, *batch, N)`` bool; ``L``: ``(*batch, N, N)``; ``features``:
@@ -488,10 +562,17 @@ def log_det_subsets(
     """
     m = mask.to(torch.bool)
     if L is not None:
-        mf = m.to(L.dtype)
-        matrix = L * mf.unsqueeze(-1) * mf.unsqueeze(-2) + torch.diag_embed(1.0 - mf)
-        sign, logabs = torch.linalg.slogdet(matrix)
-        return torch.where(sign > 0, logabs, float("-inf"))
+
+        def log_dets(rows: Tensor) -> Tensor:
+            mf = rows.to(L.dtype)
+            matrix = L * mf.unsqueeze(-1) * mf.unsqueeze(-2) + torch.diag_embed(1.0 - mf)
+            sign, logabs = torch.linalg.slogdet(matrix)
+            return torch.where(sign > 0, logabs, float("-inf"))
+
+        batch_dims = L.dim() - 2
+        n = L.shape[-1]
+        row_bytes = 3 * n * n * L.element_size() * max(1, L.shape[:-2].numel())
+        return map_sample_chunks(log_dets, m, batch_dims + 1, row_bytes, chunk_size)
     d = features.shape[-1]
     sizes = m.sum(-1)
     width = int(sizes.max()) if sizes.numel() else 0
@@ -692,19 +773,29 @@ class DPP(Distribution):
         sample_shape: torch.Size | tuple[int, ...] = (),
         generator: torch.Generator | None = None,
         method: str | None = None,
+        *,
+        chunk_size: int | None = None,
     ) -> Tensor:
         """Exact draws as boolean masks.
 
         Args:
-            sample_shape: leading shape of the draws; all are drawn together (the
-                projection phase runs as one batch).
+            sample_shape: leading shape of the draws; they are drawn as batches of
+                ``chunk_size`` draws (the projection phase runs on each as one batch).
             generator: source of randomness (on the parameters' device).
             method: ``"spectral"``, ``"dual"`` (features only) or ``"cholesky"``; the default
                 is ``"dual"`` for features and ``"spectral"`` otherwise.
+            chunk_size: draws (per kernel of the batch) sampled at once; bounds peak memory
+                (``"cholesky"``: about ``chunk_size * N^2`` numbers; spectral and dual:
+                ``chunk_size * (N + m R)`` for ``m`` kept of ``R`` eigenvectors). The default
+                keeps the temporaries under
+                :data:`~bayestorch.utils.chunking.DEFAULT_MAX_MEMORY`. The result does not
+                depend on it, except for the spectral rejection sampler (used when ``N`` is
+                much larger than the expected size), whose draws follow the same law.
 
         Shape:
             ``(*sample_shape, *batch_shape, N)``.
         """
+        check_chunk_size(chunk_size)
         if method is None:
             method = "dual" if self._features is not None else "spectral"
         if method not in _METHODS:
@@ -719,26 +810,37 @@ class DPP(Distribution):
         n = self.num_items
         if method == "cholesky":
             kernel = self._marginal_kernel_for_cholesky().reshape(batch, n, n)
-            return sample_cholesky(kernel, num, generator).reshape(shape + self.batch_shape + (n,))
+            mask = sample_cholesky(kernel, num, generator, chunk_size=chunk_size)
+            return mask.reshape(shape + self.batch_shape + (n,))
         # spectral and dual share the two phases; they differ in how the spectrum is found.
         mu = self.selection_probs.reshape(batch, -1)
         vectors = self.spectrum.eigenvectors.reshape(batch, n, -1)
-        mask = _sample_spectral(mu, vectors, num, generator)
+        mask = _sample_spectral(mu, vectors, num, generator, chunk_size)
         return mask.reshape(shape + self.batch_shape + (n,))
 
-    def log_prob(self, value: Tensor) -> Tensor:
+    def log_prob(self, value: Tensor, *, chunk_size: int | None = None) -> Tensor:
         """``log P(A) = log det(L_A) - log det(L + I)`` (or ``log|det(K - I_{not A})|``).
+
+        ``chunk_size`` masks are evaluated at once (default: as many as keep the ``N x N``
+        temporaries under :data:`~bayestorch.utils.chunking.DEFAULT_MAX_MEMORY`).
 
         Shape:
             ``value``: ``(*sample, *batch, N)`` mask -> ``(*sample, *batch)``.
         """
         mask = _check_mask(value, self.num_items)
         if self._K is not None:
-            mf = mask.to(self._K.dtype)
-            _, logabs = torch.linalg.slogdet(self._K - torch.diag_embed(1.0 - mf))
-            return logabs
+            K = self._K
+
+            def log_probs(rows: Tensor) -> Tensor:
+                mf = rows.to(K.dtype)
+                return torch.linalg.slogdet(K - torch.diag_embed(1.0 - mf))[1]
+
+            n = self.num_items
+            row_bytes = 3 * n * n * K.element_size() * max(1, self.batch_shape.numel())
+            return map_sample_chunks(log_probs, mask, K.dim() - 1, row_bytes, chunk_size)
         log_norm = torch.log1p(self.spectrum.eigenvalues).sum(-1)
-        return log_det_subsets(mask, L=self._L, features=self._features) - log_norm
+        log_det = log_det_subsets(mask, L=self._L, features=self._features, chunk_size=chunk_size)
+        return log_det - log_norm
 
     def enumerate_support(self, expand: bool = True) -> Tensor:
         """All ``2^N`` masks (small ``N`` only). Shape ``(2^N, *batch, N)``."""

@@ -35,6 +35,7 @@ from bayestorch.dpp.dpp import (
     log_det_subsets,
     sample_projection_dpp,
 )
+from bayestorch.utils.chunking import check_chunk_size
 from bayestorch.utils.random import check_generator_device, rand_open01
 
 __all__ = ["KDPP", "log_elementary_symmetric"]
@@ -270,12 +271,20 @@ class KDPP(Distribution):
         self,
         sample_shape: torch.Size | tuple[int, ...] = (),
         generator: torch.Generator | None = None,
+        *,
+        chunk_size: int | None = None,
     ) -> Tensor:
-        """Exact draws as boolean masks with ``k`` items each, all drawn as one batch.
+        """Exact draws as boolean masks with ``k`` items each.
+
+        The eigenvectors of all draws are chosen at once (``O(S R)`` booleans); their
+        projection DPPs are drawn ``chunk_size`` at a time (see
+        :func:`~bayestorch.dpp.dpp.sample_projection_dpp`), so peak memory is set by the
+        chunk (default: :data:`~bayestorch.utils.chunking.DEFAULT_MAX_MEMORY`).
 
         Shape:
             ``(*sample_shape, *batch_shape, N)``.
         """
+        check_chunk_size(chunk_size)
         check_generator_device(generator, self._param.device)
         shape = torch.Size(sample_shape)
         num, batch, n = shape.numel(), self.batch_shape.numel(), self.num_items
@@ -289,17 +298,21 @@ class KDPP(Distribution):
             table = self.log_esp_table.reshape(batch, self.k + 1, -1)
             keep = sample_kdpp_eigenvectors(table, num, generator).reshape(num, batch, -1)
         vectors = self.spectrum.eigenvectors.reshape(batch, n, -1)
-        draws = [sample_projection_dpp(vectors[b], keep[:, b], generator) for b in range(batch)]
+        draws = [
+            sample_projection_dpp(vectors[b], keep[:, b], generator, chunk_size=chunk_size)
+            for b in range(batch)
+        ]
         return torch.stack(draws, dim=1).reshape(shape + self.batch_shape + (n,))
 
-    def log_prob(self, value: Tensor) -> Tensor:
-        """``log det(L_A) - log e_k(lam)`` for ``|A| = k``, ``-inf`` otherwise.
+    def log_prob(self, value: Tensor, *, chunk_size: int | None = None) -> Tensor:
+        """``log det(L_A) - log e_k(lam)`` for ``|A| = k``, ``-inf`` otherwise
+        (``chunk_size`` masks at a time, as in :func:`~bayestorch.dpp.dpp.log_det_subsets`).
 
         Shape:
             ``value``: ``(*sample, *batch, N)`` -> ``(*sample, *batch)``.
         """
         mask = _check_mask(value, self.num_items)
-        log_det = log_det_subsets(mask, L=self._L, features=self._features)
+        log_det = log_det_subsets(mask, L=self._L, features=self._features, chunk_size=chunk_size)
         right_size = mask.sum(-1) == self.k
         return torch.where(right_size, log_det - self.log_normalizer, float("-inf"))
 
