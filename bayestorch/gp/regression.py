@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from bayestorch.gp.kernels import Kernel, _as_inputs, _as_positive_tensor, inverse_softplus
 from bayestorch.utils import safe_cholesky
+from bayestorch.utils.chunking import check_chunk_size, chunk_slices, resolve_chunk_size
 
 __all__ = [
     "GPPrediction",
@@ -56,8 +57,15 @@ def gp_posterior(
     *,
     full_cov: bool = False,
     warn_jitter: bool = True,
+    chunk_size: int | None = None,
 ) -> GPPrediction:
     """Noiseless predictive ``f(test_x) | train`` of a zero-mean GP (functional core).
+
+    The test points are processed ``chunk_size`` at a time (default: as many as keep the
+    ``(n, chunk)`` cross-covariance temporaries under
+    :data:`~bayestorch.utils.chunking.DEFAULT_MAX_MEMORY`), so predicting at ``m`` points
+    takes memory for ``n x n`` plus one chunk, not ``n x m``. ``full_cov=True`` returns an
+    ``(m, m)`` matrix and needs ``L^-1 K*`` for all ``m`` points at once: it is not chunked.
 
     Shape:
         ``train_x``: ``(..., n, d)``, ``train_y``: ``(..., n)`` or ``(..., n, t)`` (``t``
@@ -68,20 +76,37 @@ def gp_posterior(
     References:
         Rasmussen & Williams (2006), algorithm 2.1.
     """
+    check_chunk_size(chunk_size)
     chol = _cholesky(kernel, train_x, noise_var, warn_jitter)
-    cross = kernel(train_x, test_x)  # (..., n, m)
-    chol = chol.expand(*cross.shape[:-2], *chol.shape[-2:])
     multi = train_y.dim() == train_x.dim()
     targets = train_y if multi else train_y.unsqueeze(-1)
-    targets = targets.expand(*cross.shape[:-1], targets.shape[-1])
-    mean = cross.mT @ torch.cholesky_solve(targets, chol)
-    mean = mean if multi else mean.squeeze(-1)
-    v = torch.linalg.solve_triangular(chol, cross, upper=False)  # L^-1 K*
-    if full_cov:
-        cov = kernel(test_x) - v.mT @ v
-        return GPPrediction(mean, cov)
-    var = kernel(test_x, diag=True) - v.square().sum(-2)
-    return GPPrediction(mean, var.clamp_min(0.0))
+    alpha = torch.cholesky_solve(targets, chol)  # (K + noise I)^-1 y, (..., n, t)
+
+    def predict(points: Tensor) -> GPPrediction:
+        cross = kernel(train_x, points)  # (..., n, c)
+        factor = chol.expand(*cross.shape[:-2], *chol.shape[-2:])
+        mean = cross.mT @ alpha
+        mean = mean if multi else mean.squeeze(-1)
+        v = torch.linalg.solve_triangular(factor, cross, upper=False)  # L^-1 K*
+        if full_cov:
+            return GPPrediction(mean, kernel(points) - v.mT @ v)
+        var = kernel(points, diag=True) - v.square().sum(-2)
+        return GPPrediction(mean, var.clamp_min(0.0))
+
+    m = test_x.shape[-2] if test_x.dim() > 1 else test_x.shape[0]
+    batch = max(1, torch.broadcast_shapes(train_x.shape[:-2], test_x.shape[:-2]).numel())
+    row_bytes = 4 * batch * train_x.shape[-2] * chol.element_size()
+    chunk = m if full_cov else resolve_chunk_size(chunk_size, row_bytes, m)
+    if chunk >= m:
+        return predict(test_x)
+    if test_x.dim() == 1:
+        test_x = test_x.unsqueeze(-1)
+    parts = [predict(test_x[..., rows, :]) for rows in chunk_slices(m, chunk)]
+    mean_dim = -2 if multi else -1
+    return GPPrediction(
+        torch.cat([part.mean for part in parts], mean_dim),
+        torch.cat([part.var for part in parts], -1),
+    )
 
 
 def _cholesky(kernel: Kernel, x: Tensor, noise_var: Tensor, warn: bool) -> Tensor:
@@ -246,7 +271,12 @@ class GPRegression(nn.Module):
         return gaussian_log_evidence(matrix, targets, chol)
 
     def predict(
-        self, x_star: Tensor, *, include_noise: bool = False, full_cov: bool = False
+        self,
+        x_star: Tensor,
+        *,
+        include_noise: bool = False,
+        full_cov: bool = False,
+        chunk_size: int | None = None,
     ) -> GPPrediction:
         """Predictive mean and variance at ``x_star``.
 
@@ -255,6 +285,8 @@ class GPRegression(nn.Module):
             include_noise: the noisy predictive of new observations ``y*`` (adds
                 ``noise_var``) instead of the noiseless one of ``f(x*)``.
             full_cov: return the ``(..., m, m)`` covariance instead of the variances.
+            chunk_size: test points predicted at once (bounds memory; see
+                :func:`gp_posterior`).
 
         Shape:
             ``x_star``: ``(..., m, d)``; returns ``(..., m)`` and ``(..., m)`` or
@@ -269,7 +301,14 @@ class GPRegression(nn.Module):
             )
         noise = self.noise_var
         mean, var = gp_posterior(
-            self.kernel, x, y, x_star, noise, full_cov=full_cov, warn_jitter=self.warn_jitter
+            self.kernel,
+            x,
+            y,
+            x_star,
+            noise,
+            full_cov=full_cov,
+            warn_jitter=self.warn_jitter,
+            chunk_size=chunk_size,
         )
         if include_noise:
             noise = noise.to(var)

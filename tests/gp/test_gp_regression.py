@@ -273,3 +273,28 @@ def test_gaussian_log_evidence_value_and_gradcheck(generator):
         mvn = MultivariateNormal(torch.zeros(2, 1, 5, dtype=torch.float64), matrix[:, None])
         torch.testing.assert_close(fn(b, y), mvn.log_prob(y.mT).sum(-1))
     assert torch.autograd.gradcheck(fn, (b, y))
+
+
+@pytest.mark.parametrize(
+    ("batch", "outputs", "one_d"),
+    [((), None, False), ((3,), None, False), ((), 2, False), ((), None, True)],
+)
+def test_chunked_prediction_equals_unchunked(generator, batch, outputs, one_d):
+    """Issue 21 (bounded memory): predicting in chunks of test points gives the same answer."""
+    x, y = _data(generator, n=15, d=1 if one_d else 2, batch=batch)
+    if outputs is not None:
+        y = torch.stack([y, y.cos()], -1)
+    if one_d:
+        x = x.squeeze(-1)
+    model = GPRegression(_kernel(), noise_var=0.05).double().fit(x, y)
+    shape = (23,) if one_d else (*batch, 23, 2)
+    xs = torch.rand(*shape, generator=generator, dtype=torch.float64) * 5
+    whole = model.predict(xs, include_noise=True)
+    for chunk in (1, 4, 22):
+        part = model.predict(xs, include_noise=True, chunk_size=chunk)
+        torch.testing.assert_close(part.mean, whole.mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(part.var, whole.var, rtol=1e-12, atol=1e-12)
+    full = model.predict(xs, full_cov=True, chunk_size=4)
+    torch.testing.assert_close(full.var.diagonal(dim1=-2, dim2=-1), model.predict(xs).var)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        model.predict(xs, chunk_size=0)
