@@ -25,6 +25,7 @@ from torch.distributions import Distribution
 
 from bayestorch.infer.runtime import Handler
 from bayestorch.infer.transforms import biject_to
+from bayestorch.infer.vmap_rules import site_log_prob
 from bayestorch.utils.random import check_generator_device
 
 __all__ = ["LatentSite", "ModelDensity", "ObservedSite"]
@@ -190,7 +191,7 @@ class _Run(Handler):
         if kind == "factor":
             self._add(name, msg["value"].sum() * scale)
             return
-        log_prob = msg["fn"].log_prob(msg["value"])
+        log_prob = site_log_prob(msg["fn"], msg["value"])
         if msg["is_observed"]:
             if self.density._record_pointwise:
                 self.pointwise[name] = log_prob
@@ -220,6 +221,11 @@ class ModelDensity:
     ``ModelDensity(model, *args, **kwargs)`` traces ``model(*args, **kwargs)`` once; every
     later evaluation calls the model with the same arguments.
 
+    ``chain_data`` (an attribute, ``None`` by default) gives each chain its own values of
+    some model keywords: ``{name: (chains, ...)}``; chain ``c`` runs the model with
+    ``name=chain_data[name][c]`` (many independent data sets in one batch: simulation-based
+    calibration, bootstrap, many small problems). Their shapes must equal the traced ones.
+
     Attributes:
         dim: number of unconstrained coordinates.
         latent_sites, observed_sites: dicts of ``LatentSite`` / ``ObservedSite``.
@@ -238,6 +244,7 @@ class ModelDensity:
         self._record_pointwise = False
         self._record_terms = False
         self.subsample_generator: torch.Generator | None = None
+        self.chain_data: dict[str, Tensor] | None = None
         self._build(self._trace())
 
     # -- tracing --------------------------------------------------------------------------
@@ -356,12 +363,22 @@ class ModelDensity:
                 f"z must have shape (chains, dim) = (chains, {self.dim}), got {tuple(z.shape)}"
             )
 
-    def _run(self, z: Tensor, jacobian: bool = True) -> _Run:
+    def _run(self, z: Tensor, data: dict[str, Tensor], jacobian: bool = True) -> _Run:
         run = _Run(self, z, jacobian)
         with run:
-            self.model(*self.args, **self.kwargs)
+            self.model(*self.args, **{**self.kwargs, **data})
         run.check_complete()
         return run
+
+    def _over_chains(self, fn: Callable[[Tensor, dict[str, Tensor]], Any], z: Tensor) -> Any:
+        """``fn(z_chain, chain_data_chain)`` for every chain, as one vectorised call."""
+        data = self.chain_data or {}
+        for name, value in data.items():
+            if value.shape[0] != z.shape[0]:
+                raise ValueError(
+                    f"chain_data[{name!r}] has {value.shape[0]} rows, z has {z.shape[0]} chains"
+                )
+        return vectorised(lambda inputs: fn(*inputs), (z, data))
 
     def _draw_subsamples(self) -> None:
         self._plate_indices = {
@@ -382,11 +399,11 @@ class ModelDensity:
         self._check_z(z)
         self._draw_subsamples()
 
-        def single(zc: Tensor) -> Tensor:
-            total = self._run(zc, jacobian).total
+        def single(zc: Tensor, data: dict[str, Tensor]) -> Tensor:
+            total = self._run(zc, data, jacobian).total
             return total if isinstance(total, Tensor) else zc.new_tensor(total)
 
-        return vectorised(single, z)
+        return self._over_chains(single, z)
 
     __call__ = log_prob
 
@@ -398,7 +415,7 @@ class ModelDensity:
         """
         self._check_z(z)
         self._plate_indices = self._full_indices()
-        return vectorised(lambda zc: self._run(zc).values, z)
+        return self._over_chains(lambda zc, data: self._run(zc, data).values, z)
 
     def pointwise_log_likelihood(self, z: Tensor) -> dict[str, Tensor]:
         """Each observed site's log-likelihood, one value per observation (unscaled).
@@ -410,7 +427,7 @@ class ModelDensity:
         self._plate_indices = self._full_indices()
         self._record_pointwise = True
         try:
-            return vectorised(lambda zc: self._run(zc).pointwise, z)
+            return self._over_chains(lambda zc, data: self._run(zc, data).pointwise, z)
         finally:
             self._record_pointwise = False
 
@@ -424,7 +441,7 @@ class ModelDensity:
         self._record_terms = True
         try:
             self._draw_subsamples()
-            return vectorised(lambda zc: self._run(zc).terms, z)
+            return self._over_chains(lambda zc, data: self._run(zc, data).terms, z)
         finally:
             self._record_terms = False
 

@@ -54,6 +54,7 @@ def mcmc(
     checkpoint_every: int = 100,
     resume: dict[str, Any] | None = None,
     chain_groups: int | None = None,
+    chain_data: dict[str, torch.Tensor] | None = None,
     **kwargs: Any,
 ) -> Posterior:
     """Sample the posterior of ``model(*args, **kwargs)`` with ``chains`` chains as one batch.
@@ -68,6 +69,9 @@ def mcmc(
         generator: seeds the initial points and the chains (same seed, same draws).
         progress, checkpoint_fn, checkpoint_every, resume, chain_groups: as
             ``bt.mcmc.sample`` (resumable snapshots, progress bar, independent groups).
+        chain_data: per-chain values of model keywords, ``{name: (chains, ...)}`` (each
+            chain its own data set: many independent posteriors in one batch, e.g. for
+            simulation-based calibration); see ``ModelDensity``.
         model_kwargs: model keywords that clash with these options' names.
         **kwargs: the model's keyword arguments (e.g. ``y=y``).
 
@@ -76,7 +80,11 @@ def mcmc(
         *site_shape)`` in the constrained space (deterministic sites included), with
         ``summary_table()``, ``log_likelihood()`` and ``to_arviz()``.
     """
-    density = ModelDensity(model, *args, **{**kwargs, **(model_kwargs or {})})
+    model_kwargs = {**kwargs, **(model_kwargs or {})}
+    if chain_data:  # the model is traced with chain 0's values
+        model_kwargs.update({name: value[0] for name, value in chain_data.items()})
+    density = ModelDensity(model, *args, **model_kwargs)
+    density.chain_data = chain_data
     position = _initial_position(density, init, chains, generator)
     built = _build_kernel(kernel, density, dict(kernel_kwargs or {}))
     result = run_chains(
