@@ -28,12 +28,17 @@ import torch
 from torch import Tensor, nn
 
 from bayestorch.mc.resampling import RESAMPLING_SCHEMES
+from bayestorch.utils.chunking import check_chunk_size, chunk_slices, resolve_chunk_size
 
 __all__ = ["ParticleFilter", "ParticleFilterResult", "particle_filter"]
 
 InitSampleFn = Callable[[tuple[int, int], "torch.Generator | None"], Tensor]
 TransitionSampleFn = Callable[[Tensor, int, "torch.Generator | None"], Tensor]
 ObservationLogProbFn = Callable[[Tensor, Tensor, int], Tensor]
+
+# Working memory budgeted per particle for the default chunk (a few d-dimensional states,
+# weights and resampling indices): DEFAULT_MAX_MEMORY / 64 B = 2^22 particles.
+_BYTES_PER_PARTICLE = 64
 
 
 class ParticleFilterResult(NamedTuple):
@@ -69,6 +74,7 @@ def particle_filter(
     resampling: str = "systematic",
     ess_threshold: float = 0.5,
     generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
 ) -> ParticleFilterResult:
     """Run a bootstrap particle filter over a batch of observation sequences.
 
@@ -89,6 +95,13 @@ def particle_filter(
         ess_threshold: resample when ``ESS < ess_threshold * N``; ``>= 1`` resamples always,
             ``0`` never.
         generator: drives every draw (initial, transition, resampling).
+        chunk_size: sequences filtered at once. The sequences are independent, so they are
+            filtered chunk after chunk (the same law; identical draws when one chunk holds
+            them all), and peak memory is that of one chunk's ``chunk_size * N`` particles
+            plus the outputs. Default: as many sequences as keep a chunk under about
+            ``2^22`` particles (all of them in most uses). The callables then see
+            ``batch = chunk`` rows (``y_t`` of the chunk): they must treat rows
+            independently, without per-sequence tensors of the whole batch.
 
     Returns:
         :class:`ParticleFilterResult`.
@@ -112,9 +125,32 @@ def particle_filter(
         raise ValueError(f"num_particles must be >= 1, got {num_particles}")
     if not ess_threshold >= 0:
         raise ValueError(f"ess_threshold must be >= 0, got {ess_threshold}")
-    resample_fn = RESAMPLING_SCHEMES[resampling]
-    batch, steps, _ = y.shape
+    check_chunk_size(chunk_size)
     num = int(num_particles)
+    batch = y.shape[0]
+    chunk = resolve_chunk_size(chunk_size, _BYTES_PER_PARTICLE * num, batch)
+    settings = (init_sample_fn, transition_sample_fn, observation_log_prob_fn, num)
+    if chunk >= batch:
+        return _filter_chunk(y, *settings, RESAMPLING_SCHEMES[resampling], ess_threshold, generator)
+    parts = [
+        _filter_chunk(y[rows], *settings, RESAMPLING_SCHEMES[resampling], ess_threshold, generator)
+        for rows in chunk_slices(batch, chunk)
+    ]
+    return ParticleFilterResult(*(torch.cat(fields) for fields in zip(*parts, strict=True)))
+
+
+def _filter_chunk(
+    y: Tensor,
+    init_sample_fn: InitSampleFn,
+    transition_sample_fn: TransitionSampleFn,
+    observation_log_prob_fn: ObservationLogProbFn,
+    num: int,
+    resample_fn,
+    ess_threshold: float,
+    generator: torch.Generator | None,
+) -> ParticleFilterResult:
+    """:func:`particle_filter` on the sequences of ``y``, all at once."""
+    batch, steps, _ = y.shape
     x = init_sample_fn((batch, num), generator)
     if x.dim() != 3 or tuple(x.shape[:2]) != (batch, num):
         raise ValueError(
@@ -184,6 +220,7 @@ class ParticleFilter(nn.Module):
         num_particles: particles per sequence.
         resampling: scheme name (see :data:`bayestorch.mc.resampling.RESAMPLING_SCHEMES`).
         ess_threshold: adaptive resampling threshold as a fraction of ``num_particles``.
+        chunk_size: sequences filtered at once (bounds memory; see :func:`particle_filter`).
 
     Shape:
         ``filter(y)``: ``y`` ``(batch, T, p)`` -> :class:`ParticleFilterResult`.
@@ -201,8 +238,11 @@ class ParticleFilter(nn.Module):
         *,
         resampling: str = "systematic",
         ess_threshold: float = 0.5,
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__()
+        check_chunk_size(chunk_size)
+        self.chunk_size = chunk_size
         if resampling not in RESAMPLING_SCHEMES:
             raise ValueError(
                 f"resampling must be one of {sorted(RESAMPLING_SCHEMES)}, got {resampling!r}"
@@ -229,6 +269,7 @@ class ParticleFilter(nn.Module):
             resampling=self.resampling,
             ess_threshold=self.ess_threshold,
             generator=generator,
+            chunk_size=self.chunk_size,
         )
 
     def forward(

@@ -129,3 +129,35 @@ def test_bad_input():
         particle_filter(y, init, transition, lambda y_t, x, t: x[..., 0, 0], 10)
     with pytest.raises(ValueError, match="init_sample_fn must return particles"):
         particle_filter(y, lambda shape, g: torch.zeros(shape), transition, log_prob, 10)
+
+
+@pytest.mark.statistical
+def test_chunked_filter_is_the_same_law(generator):
+    """Issue 21 (bounded memory): sequences filtered in chunks (the generator runs on from chunk
+    to chunk) give the same law: unbiased evidence and Kalman means, as unchunked."""
+    y = observations()
+    ref = kalman_reference(y)
+    runs = 200
+    out = particle_filter(
+        y.expand(runs, -1, -1), *linear_model_fns(), 300, generator=generator, chunk_size=7
+    )
+    assert out.log_evidence.shape == (runs,) and out.particles.shape == (runs, 300, 1)
+    ratio = torch.exp(out.log_evidence - ref.log_likelihood)
+    assert_z(ratio.mean(), 1.0, ratio.std() / runs**0.5)
+    means = out.means[..., 0]
+    assert_z(means.mean(0), ref.means[0, :, 0], means.std(0) / runs**0.5)
+
+
+def test_one_chunk_holding_every_sequence_is_the_unchunked_filter():
+    y = observations().expand(5, -1, -1)
+    runs = [
+        particle_filter(
+            y, *linear_model_fns(), 50, generator=torch.Generator().manual_seed(1), chunk_size=c
+        )
+        for c in (None, 5, 64)
+    ]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other, strict=True):
+            assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        particle_filter(y, *linear_model_fns(), 50, chunk_size=0)
