@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from bayestorch.utils.autograd import LogProbFn, check_log_prob_output
+from bayestorch.utils.autograd import LogProbFn, check_log_prob_output, density_failure
 
 __all__ = ["Kernel", "check_initial_log_prob", "check_position"]
 
@@ -48,10 +48,21 @@ def check_position(position: Tensor, name: str = "position") -> None:
 
 
 def check_initial_log_prob(log_prob: Tensor, position: Tensor) -> None:
-    """At ``init`` (where one host sync is affordable): shape and finiteness of log p."""
+    """At ``init`` (where one host sync is affordable): shape and finiteness of log p.
+
+    An exception the density raised at the initial position (caught by an active
+    ``bayestorch.utils.autograd.DensityErrorLog``) is raised again here, with a note naming
+    the chains: a run cannot start from a point where the density fails."""
     check_log_prob_output(log_prob, position)
     bad = ~torch.isfinite(log_prob)
     if bool(bad.any()):
+        failure = density_failure(log_prob)
+        if failure is not None:
+            rows, error = failure
+            error.add_note(
+                f"log_prob_fn raised this at the initial position of chain(s) {rows[:10]}"
+            )
+            raise error
         chains = bad.nonzero().flatten().tolist()
         raise ValueError(
             f"log_prob_fn is not finite at the initial position of chain(s) {chains[:10]} "

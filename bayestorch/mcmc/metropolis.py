@@ -37,7 +37,7 @@ from bayestorch.mcmc.adaptation.dual_averaging import (
 )
 from bayestorch.mcmc.base import Kernel, check_initial_log_prob, check_position
 from bayestorch.mcmc.proposal import mh_accept
-from bayestorch.utils.autograd import LogProbFn, check_log_prob_output
+from bayestorch.utils.autograd import LogProbFn, evaluate_log_prob
 
 __all__ = [
     "IMHState",
@@ -77,13 +77,6 @@ class MetropolisInfo(NamedTuple):
     is_accepted: Tensor
 
 
-def _log_prob(log_prob_fn: LogProbFn, position: Tensor) -> Tensor:
-    with torch.no_grad():
-        log_prob = log_prob_fn(position)
-    check_log_prob_output(log_prob, position)
-    return log_prob.detach()
-
-
 def rwm_init(position: Tensor, log_prob_fn: LogProbFn) -> RWMState:
     """Evaluate (and check) the log density at the start.
 
@@ -91,7 +84,7 @@ def rwm_init(position: Tensor, log_prob_fn: LogProbFn) -> RWMState:
         ``position``: ``(chains, dim)``; state fields ``(chains, ...)``.
     """
     check_position(position)
-    log_prob = _log_prob(log_prob_fn, position)
+    log_prob = evaluate_log_prob(log_prob_fn, position)
     check_initial_log_prob(log_prob, position)
     return RWMState(position.detach(), log_prob)
 
@@ -123,7 +116,7 @@ def rwm_step(
         position.shape, generator=generator, device=position.device, dtype=position.dtype
     )
     proposed_position = position + scale * noise
-    proposed = RWMState(proposed_position, _log_prob(log_prob_fn, proposed_position))
+    proposed = RWMState(proposed_position, evaluate_log_prob(log_prob_fn, proposed_position))
     new_state, is_accepted, accept_prob = mh_accept(
         proposed.log_prob - state.log_prob, state, proposed, generator
     )
@@ -137,9 +130,9 @@ def imh_init(position: Tensor, log_prob_fn: LogProbFn, proposal_log_prob_fn: Log
         ``position``: ``(chains, dim)``; state fields ``(chains, ...)``.
     """
     check_position(position)
-    log_prob = _log_prob(log_prob_fn, position)
+    log_prob = evaluate_log_prob(log_prob_fn, position)
     check_initial_log_prob(log_prob, position)
-    proposal_log_prob = _log_prob(proposal_log_prob_fn, position)
+    proposal_log_prob = evaluate_log_prob(proposal_log_prob_fn, position, guard=False)
     if not bool(torch.isfinite(proposal_log_prob).all()):
         raise ValueError(
             "the proposal's log density is not finite at the initial position: its support "
@@ -182,8 +175,8 @@ def imh_step(
         )
     proposed = IMHState(
         proposed_position,
-        _log_prob(log_prob_fn, proposed_position),
-        _log_prob(proposal_log_prob_fn, proposed_position).to(position.dtype),
+        evaluate_log_prob(log_prob_fn, proposed_position),
+        evaluate_log_prob(proposal_log_prob_fn, proposed_position, guard=False).to(position.dtype),
     )
     log_ratio = (proposed.log_prob - proposed.proposal_log_prob) - (
         state.log_prob - state.proposal_log_prob

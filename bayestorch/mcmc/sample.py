@@ -25,6 +25,7 @@ do not pool their warm-up adaptation, as with independent runs (Stan's chains).
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,7 @@ from bayestorch.mcmc.metropolis import RandomWalkMetropolis
 from bayestorch.mcmc.nuts import NUTS
 from bayestorch.mcmc.slice import SliceSampler
 from bayestorch.utils import distributed as collectives
-from bayestorch.utils.autograd import LogProbFn
+from bayestorch.utils.autograd import DensityErrorLog, DensityErrorWarning, LogProbFn
 from bayestorch.utils.random import check_generator_device
 
 __all__ = ["KERNELS", "SampleResult", "sample"]
@@ -56,6 +57,7 @@ KERNELS: dict[str, type[Kernel]] = {
 }
 """Kernels that ``sample(kernel=<name>)`` builds from ``log_prob_fn`` and ``**kernel_kwargs``."""
 
+# arviz's names for the statistics (``diverging`` is arviz's name for ``is_divergent``).
 _ARVIZ_STAT_NAMES = {
     "accept_prob": "acceptance_rate",
     "is_divergent": "diverging",
@@ -70,9 +72,14 @@ _ARVIZ_STAT_NAMES = {
 class SampleResult:
     """Draws and per-draw statistics of a run.
 
+    ``stats["num_density_errors"]`` counts, per chain and transition, the proposals at
+    which ``log_prob_fn`` raised an exception (each was rejected as divergent: see
+    ``bayestorch.utils.autograd``); ``num_density_errors`` sums them over the whole run.
+
     Shape:
         ``samples``: ``(chains, draws, dim)``; each ``stats[name]``: ``(chains, draws)``,
-        keyed by the kernel's Info field names (``accept_prob``, ``is_divergent``, …).
+        keyed by the kernel's Info field names (``accept_prob``, ``is_divergent``, …) plus
+        ``num_density_errors``.
     """
 
     samples: Tensor
@@ -88,6 +95,15 @@ class SampleResult:
         if div is None:
             return torch.zeros(self.samples.shape[0], dtype=torch.long)
         return div.sum(1)
+
+    @property
+    def num_density_errors(self) -> Tensor:
+        """Exceptions of ``log_prob_fn`` over warm-up and draws, per chain ``(chains,)``."""
+        total = torch.zeros(self.samples.shape[0], dtype=torch.long, device=self.samples.device)
+        for stats in (self.warmup_stats, self.stats):
+            if "num_density_errors" in stats:
+                total = total + stats["num_density_errors"].sum(1)
+        return total
 
     def summary(self) -> dict[str, Tensor]:
         """Per coordinate: mean, sd, MCSE, bulk and tail ESS, rank-normalised split R-hat.
@@ -108,7 +124,9 @@ class SampleResult:
 
     def to_arviz(self, var_name: str = "x", names: list[str] | None = None):
         """An ``arviz.InferenceData`` (needs arviz): posterior ``var_name`` with dims
-        ``(chain, draw, <var_name>_dim)`` and sample stats under arviz's names."""
+        ``(chain, draw, <var_name>_dim)`` and sample stats under arviz's names:
+        ``is_divergent`` becomes ``diverging``, ``accept_prob`` ``acceptance_rate``,
+        ``num_steps`` ``n_steps`` (the same values); other statistics keep their names."""
         try:
             import arviz
         except ImportError as error:  # pragma: no cover - depends on the environment
@@ -205,8 +223,13 @@ class _Chains:
         self.kernel, self.generator = kernel, generator
         self.num_warmup, self.thin = num_warmup, thin
         self.warmup_rec, self.draw_rec = _Recorder(num_warmup), _Recorder(num_samples // thin)
+        # Inside this log, an exception of log_prob_fn rejects the proposal (per chain);
+        # at the initial position it is raised (check_initial_log_prob).
+        self.errors = DensityErrorLog(initial_position.shape[0])
+        self.device = initial_position.device
         if resume is None:
-            self.state = kernel.init(initial_position, generator=generator)
+            with self.errors:
+                self.state = kernel.init(initial_position, generator=generator)
             self.adapt_state = kernel.warmup_init(self.state, num_warmup) if num_warmup else None
             return
         # A snapshot loaded from disk may sit on the CPU: move it to the chains' device
@@ -216,7 +239,8 @@ class _Chains:
             for k, v in resume.items()
         }
         kernel.load_state_dict(resume["kernel"])
-        template = kernel.init(initial_position, generator=generator)
+        with self.errors:
+            template = kernel.init(initial_position, generator=generator)
         self.state = pytree.tree_unflatten(list(resume["state"]), pytree.tree_flatten(template)[1])
         self.adapt_state = None
         if num_warmup > 0:
@@ -233,14 +257,17 @@ class _Chains:
         """Transition ``iteration`` (0-based, warm-up first): returns the Info and its
         per-chain statistics."""
         kernel, generator = self.kernel, self.generator
-        self.state, info = kernel.step(self.state, generator=generator)
+        with self.errors:
+            self.state, info = kernel.step(self.state, generator=generator)
+            if iteration < self.num_warmup:  # (a step-size search evaluates the density)
+                self.adapt_state = kernel.warmup_update(
+                    self.adapt_state, self.state, info, iteration, generator=generator
+                )
         # Per-chain statistics only: (chains, dim) fields of an Info serve adaptation.
         stats = {k: v for k, v in info._asdict().items() if v.dim() == 1}
+        stats["num_density_errors"] = self.errors.take(self.device)
         if iteration < self.num_warmup:
             self.warmup_rec.record(iteration, stats)
-            self.adapt_state = kernel.warmup_update(
-                self.adapt_state, self.state, info, iteration, generator=generator
-            )
             if iteration == self.num_warmup - 1:
                 kernel.warmup_finalize(self.adapt_state)
         else:
@@ -480,4 +507,24 @@ def sample(
         draws = {k: _gather(plan, v) for k, v in draws.items()}
         warmup_stats = {k: _gather(plan, v) for k, v in warmup_stats.items()}
     samples = draws.pop("__position__")
-    return SampleResult(samples, draws, runs[0].kernel, runs[0].state, warmup_stats)
+    result = SampleResult(samples, draws, runs[0].kernel, runs[0].state, warmup_stats)
+    _warn_density_errors(result, runs)
+    return result
+
+
+def _warn_density_errors(result: SampleResult, runs: list[_Chains]) -> None:
+    """One warning per run when ``log_prob_fn`` raised at some proposals (one host sync)."""
+    per_chain = result.num_density_errors
+    total = int(per_chain.sum())
+    if total == 0:
+        return
+    first = next((run.errors.first_error for run in runs if run.errors.first_error), None)
+    example = f"; the first: {type(first).__name__}: {first}" if first is not None else ""
+    chains = per_chain.nonzero().flatten().tolist()
+    warnings.warn(
+        f"log_prob_fn raised an exception at {total} proposal(s) of chain(s) {chains[:10]}"
+        f"{example}. Each was rejected as a divergent transition and the run went on; "
+        "result.num_density_errors and stats['num_density_errors'] count them per chain",
+        DensityErrorWarning,
+        stacklevel=3,
+    )

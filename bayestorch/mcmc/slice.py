@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from bayestorch.mcmc.base import Kernel, check_initial_log_prob, check_position
-from bayestorch.utils.autograd import LogProbFn, check_log_prob_output
+from bayestorch.utils.autograd import LogProbFn, evaluate_log_prob
 from bayestorch.utils.random import rand_open01
 
 __all__ = [
@@ -77,11 +77,9 @@ class SliceInfo(NamedTuple):
 
 
 def _eval(log_prob_fn: LogProbFn, position: Tensor) -> Tensor:
-    with torch.no_grad():
-        log_prob = log_prob_fn(position)
-    check_log_prob_output(log_prob, position)
+    log_prob = evaluate_log_prob(log_prob_fn, position)
     # NaN (e.g. outside the support) counts as outside every slice.
-    return torch.nan_to_num(log_prob.detach(), nan=-torch.inf)
+    return torch.nan_to_num(log_prob, nan=-torch.inf)
 
 
 def _in_slice(log_prob: Tensor, log_level: Tensor) -> Tensor:
@@ -95,7 +93,7 @@ def slice_init(position: Tensor, log_prob_fn: LogProbFn) -> SliceState:
         ``position``: ``(chains, dim)``; state fields ``(chains, ...)``.
     """
     check_position(position)
-    log_prob = _eval(log_prob_fn, position)
+    log_prob = evaluate_log_prob(log_prob_fn, position)
     check_initial_log_prob(log_prob, position)
     return SliceState(position.detach(), log_prob)
 
