@@ -21,6 +21,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor
 
 from bayestorch.gumbel.functional import gumbel_noise, log1mexp, shift_gumbels_to_max
+from bayestorch.utils.chunking import check_chunk_size, chunk_slices, resolve_chunk_size
 from bayestorch.utils.random import check_generator_device
 
 __all__ = ["StochasticBeamResult", "stochastic_beam_log_weights", "stochastic_beam_search"]
@@ -61,14 +63,15 @@ def stochastic_beam_search(
     pad: int | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    chunk_size: int | None = None,
 ) -> StochasticBeamResult:
     """Draw ``beam_size`` distinct sequences without replacement (stochastic beam search).
 
     Args:
         step_log_probs_fn: maps prefixes ``(n, t)`` (int64, ``bos`` first) to the next-token
             log-probabilities ``(n, vocab_size)`` (normalised over the vocabulary). It is
-            called once per step on the whole beam of every search at once; the rows of
-            finished or empty beam slots are ignored.
+            called once per step on the whole beam of every search of a chunk at once; the
+            rows of finished or empty beam slots are ignored.
         bos: the start token; an int for one search, or an int64 tensor ``(batch,)`` for a
             batch of independent searches.
         beam_size: ``k``, the number of sequences drawn (``>= 1``).
@@ -78,6 +81,12 @@ def stochastic_beam_search(
         pad: the token written after ``eos`` (``eos`` by default).
         generator: the source of randomness.
         device: where the search runs (default: the generator's, else ``bos``'s, else CPU).
+        chunk_size: searches run together. A step holds ``chunk * k * vocab_size`` scores,
+            so this bounds peak memory; the searches are independent and run chunk after
+            chunk with the same generator (the same law for any ``chunk_size``; identical
+            draws when one chunk holds them all). Default: the first search alone, which
+            shows ``vocab_size``, then chunks of as many searches as keep those scores under
+            :data:`~bayestorch.utils.chunking.DEFAULT_MAX_MEMORY`.
 
     Returns:
         :class:`StochasticBeamResult` ``(sequences, log_probs, perturbed_log_probs)``.
@@ -111,7 +120,53 @@ def stochastic_beam_search(
         raise ValueError(f"bos must be an int or a 1-D tensor (batch,), got {tuple(bos_t.shape)}")
     bos_t = bos_t.reshape(-1)
     pad = eos if pad is None else pad
+    check_chunk_size(chunk_size)
+    num = bos_t.numel()
+    search = functools.partial(
+        _search_chunk, step_log_probs_fn, beam_size, max_len, eos, pad, generator, device
+    )
+    # The roots' perturbed values come first, for every search: the generator's first num
+    # draws, whatever the chunking.
+    roots = gumbel_noise((num,), generator=generator, device=device)
+    if chunk_size is None and num > 1:
+        first, vocab = search(bos_t[:1], roots[:1])
+        # per search: ~8 score tensors of k x vocab and the prefixes, 8 bytes each
+        per_search = 8 * 8 * beam_size * (vocab + max_len + 1)
+        chunk = resolve_chunk_size(None, per_search, num - 1)
+        parts = [first] + [
+            search(bos_t[1:][rows], roots[1:][rows])[0] for rows in chunk_slices(num - 1, chunk)
+        ]
+    else:
+        chunk = resolve_chunk_size(chunk_size, 1, num) if chunk_size is not None else num
+        parts = [search(bos_t[rows], roots[rows])[0] for rows in chunk_slices(num, chunk)]
+    if len(parts) == 1:
+        sequences, log_probs, perturbed = parts[0]
+    else:
+        dtype = functools.reduce(torch.promote_types, (part[1].dtype for part in parts))
+        sequences = torch.cat([part[0] for part in parts])
+        log_probs = torch.cat([part[1].to(dtype) for part in parts])
+        perturbed = torch.cat([part[2].to(dtype) for part in parts])
+    result = StochasticBeamResult(sequences, log_probs, perturbed)
+    if not batched:
+        result = StochasticBeamResult(*(x.squeeze(0) for x in result))
+    return result
+
+
+def _search_chunk(
+    step_log_probs_fn: StepLogProbsFn,
+    beam_size: int,
+    max_len: int,
+    eos: int | None,
+    pad: int | None,
+    generator: torch.Generator | None,
+    device: torch.device,
+    bos_t: Tensor,
+    roots: Tensor,
+) -> tuple[tuple[Tensor, Tensor, Tensor], int]:
+    """The searches from ``bos_t`` ``(num,)`` whose roots have perturbed values ``roots``
+    ``(num,)``, all at once: ``(sequences, log_probs, perturbed)`` and the vocabulary size."""
     num, k = bos_t.numel(), beam_size
+    vocab = 0
 
     sequences = bos_t.view(num, 1, 1).expand(num, k, 1)
     # Slot 0 holds the root; the other slots are empty (perturbed value -inf) until filled.
@@ -121,7 +176,7 @@ def stochastic_beam_search(
     # estimator).
     empty = torch.full((num, k), float("-inf"), device=device)
     perturbed, log_probs = empty.clone(), empty.clone()
-    perturbed[:, 0] = gumbel_noise((num,), generator=generator, device=device)
+    perturbed[:, 0] = roots
     log_probs[:, 0] = 0.0
     finished = torch.zeros((num, k), dtype=torch.bool, device=device)
     for t in range(max_len):
@@ -159,10 +214,7 @@ def stochastic_beam_search(
         finished = finished.gather(1, parent)
         if eos is not None:
             finished = finished | (token == eos)
-    result = StochasticBeamResult(sequences, log_probs, perturbed)
-    if not batched:
-        result = StochasticBeamResult(*(x.squeeze(0) for x in result))
-    return result
+    return (sequences, log_probs, perturbed), vocab
 
 
 def stochastic_beam_log_weights(log_probs: Tensor, perturbed_log_probs: Tensor) -> Tensor:

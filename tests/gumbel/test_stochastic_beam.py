@@ -238,3 +238,48 @@ def test_generator_reproducible():
     assert torch.equal(a.sequences, b.sequences) and torch.equal(
         a.perturbed_log_probs, b.perturbed_log_probs
     )
+
+
+@pytest.mark.statistical
+def test_chunked_searches_are_exact_without_replacement():
+    """Issue 21 (bounded memory): searches run in chunks (the generator runs on from chunk to
+    chunk) still draw exact ordered pairs without replacement."""
+    n = 12000
+    out = stochastic_beam_search(
+        _make_vectorised_step(),
+        torch.zeros(n, dtype=torch.long),
+        2,
+        MAX_LEN,
+        EOS,
+        generator=torch.Generator().manual_seed(3),
+        chunk_size=1700,
+    )
+    assert out.sequences.shape == (n, 2, MAX_LEN + 1)
+    pairs, probs = _ordered_pair_probs()
+    code = {pair: i for i, pair in enumerate(pairs)}
+    labels = [code[(tuple(a), tuple(b))] for a, b in out.sequences.tolist()]
+    assert_counts(categorical_counts(np.array(labels), len(pairs)), probs)
+
+
+def test_default_chunks_are_sized_from_the_vocabulary(monkeypatch):
+    import bayestorch.utils.chunking as chunking
+
+    calls = []
+
+    def step(prefixes):
+        calls.append(prefixes.shape[0])
+        return step_log_probs(prefixes)
+
+    k, num = 3, 5
+    per_search = 8 * 8 * k * (VOCAB + MAX_LEN + 1)
+    monkeypatch.setattr(chunking, "DEFAULT_MAX_MEMORY", 2 * per_search)
+    bos = torch.zeros(num, dtype=torch.long)
+    out = stochastic_beam_search(step, bos, k, MAX_LEN, EOS, generator=torch.Generator())
+    # the first search alone (it shows the vocabulary), then chunks of two searches
+    assert calls == [k] * MAX_LEN + [2 * k] * MAX_LEN + [2 * k] * MAX_LEN
+    assert out.sequences.shape == (num, k, MAX_LEN + 1)
+    calls.clear()
+    one = stochastic_beam_search(step, bos, k, MAX_LEN, EOS, chunk_size=num)
+    assert calls == [num * k] * MAX_LEN and one.log_probs.shape == (num, k)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        stochastic_beam_search(step, bos, k, MAX_LEN, EOS, chunk_size=0)
