@@ -531,7 +531,7 @@ def map_sample_chunks(
     if mask.dim() <= event_dims:  # no sample dims (a mask may broadcast against the batch)
         return fn(mask)
     sample = mask.shape[: mask.dim() - event_dims]
-    flat = mask.reshape(-1, *mask.shape[len(sample) :])
+    flat = mask.reshape(math.prod(sample), *mask.shape[len(sample) :])
     chunk = resolve_chunk_size(chunk_size, row_bytes, flat.shape[0])
     out = torch.cat([fn(flat[rows]) for rows in chunk_slices(flat.shape[0], chunk)])
     return out.reshape(*sample, *out.shape[1:])

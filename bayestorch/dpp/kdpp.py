@@ -296,7 +296,7 @@ class KDPP(Distribution):
             keep = positive.expand(num, batch, -1)
         else:
             table = self.log_esp_table.reshape(batch, self.k + 1, -1)
-            keep = sample_kdpp_eigenvectors(table, num, generator).reshape(num, batch, -1)
+            keep = sample_kdpp_eigenvectors(table, num, generator).reshape(num, *lam.shape)
         vectors = self.spectrum.eigenvectors.reshape(batch, n, -1)
         draws = [
             sample_projection_dpp(vectors[b], keep[:, b], generator, chunk_size=chunk_size)

@@ -54,15 +54,22 @@ def _noise_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _check_logits(logits: Tensor, dim: int) -> int:
+def _check_logits(logits: Tensor, dim: int, name: str = "logits") -> int:
     if not isinstance(logits, Tensor):
-        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
     if not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
+        raise TypeError(f"{name} must be a floating-point tensor, got {logits.dtype}")
     if logits.dim() == 0:
-        raise ValueError("logits must have at least one dimension (the categories), got a scalar")
+        raise ValueError(f"{name} must have at least one dimension (the categories), got a scalar")
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
     if not -logits.dim() <= dim < logits.dim():
-        raise ValueError(f"dim={dim} is out of range for logits of shape {tuple(logits.shape)}")
+        raise ValueError(f"dim={dim} is out of range for {name} of shape {tuple(logits.shape)}")
+    if logits.shape[dim] == 0:
+        raise ValueError(
+            f"{name} must have at least one category along dim {dim}, got shape "
+            f"{tuple(logits.shape)}"
+        )
     return dim % logits.dim()
 
 
@@ -340,6 +347,7 @@ def shift_gumbels_to_max(gumbels: Tensor, target_max: Tensor, *, dim: int = -1) 
     References:
         Kool, van Hoof & Welling (2019), appendix B (the numerically stable form).
     """
+    _check_logits(gumbels, dim, name="gumbels")
     z = gumbels.amax(dim, keepdim=True)
     finite_z = torch.where(torch.isfinite(z), z, torch.zeros_like(z))
     # G - Z <= 0; NaN-free when everything is -inf (the result is then -inf via the where).

@@ -58,7 +58,10 @@ def as_proposal(proposal: Proposal) -> tuple[Callable[..., Tensor], Callable[[Te
             return draw(dist, (num,), generator=generator).detach()
 
         def log_prob_fn(x: Tensor) -> Tensor:
-            return dist.log_prob(x).reshape(x.shape[0], -1).sum(-1)
+            if x.shape[0] == 0:  # torch's Independent.log_prob cannot reshape no draws
+                return x.new_zeros((0,))
+            log_prob = dist.log_prob(x)
+            return log_prob if log_prob.dim() == 1 else log_prob.flatten(1).sum(-1)
 
         return sample_fn, log_prob_fn
     if (
@@ -104,6 +107,11 @@ def importance_ess(log_weights: Tensor, dim: int = -1) -> Tensor:
     References:
         Kish (1965). Survey Sampling.
     """
+    if log_weights.dim() == 0 or log_weights.shape[dim] == 0:
+        raise ValueError(
+            f"log_weights needs at least one draw along dim {dim}, got shape "
+            f"{tuple(log_weights.shape)}"
+        )
     return (2 * torch.logsumexp(log_weights, dim) - torch.logsumexp(2 * log_weights, dim)).exp()
 
 

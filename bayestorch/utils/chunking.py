@@ -44,6 +44,12 @@ def resolve_chunk_size(chunk_size: int | None, bytes_per_row: int, total: int) -
 
 
 def chunk_slices(total: int, size: int) -> Iterator[slice]:
-    """``slice(0, size), slice(size, 2 size), ...`` covering ``range(total)``."""
+    """``slice(0, size), slice(size, 2 size), ...`` covering ``range(total)``.
+
+    ``total = 0`` gives one empty slice, so a chunked map over no rows still calls its
+    function once and returns an empty (correctly shaped) result.
+    """
+    if total == 0:
+        yield slice(0, 0)
     for start in range(0, total, size):
         yield slice(start, min(start + size, total))
