@@ -163,6 +163,8 @@ def gaussian_expectation(
     References:
         Golub & Welsch (1969). Calculation of Gauss quadrature rules. Math. Comp. 23.
     """
+    if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
+        raise ValueError(f"num_points must be a positive int, got {num_points!r}")
     fn2 = fn if fn2 is None else fn2
     k11, k22, k12 = torch.broadcast_tensors(k11, k22, k12)
     shape = k11.shape
@@ -188,7 +190,7 @@ def gaussian_expectation(
         v = cond_mean[..., None] + cond_sd[:, None, None] * z2
         inner = (w2 * fn2(v)).sum(-1)
         out.append((w1 * fn(su[:, None] * z1) * inner).sum(-1))
-    return torch.cat(out).reshape(shape)
+    return torch.cat(out).reshape(shape) if out else k11.new_zeros(shape)  # no entries
 
 
 def _derivative(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
@@ -274,6 +276,8 @@ def nngp_recursion(
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise ValueError(f"depth must be a non-negative int (hidden layers), got {depth!r}")
+    if x2 is not None and x1.shape[-1:] != x2.shape[-1:]:
+        raise ValueError(f"x1 and x2 must have the same last dim, got {x1.shape} and {x2.shape}")
     expect = _expectations(activation, num_points, kinks, derivative_fn)
     same = x2 is None or x2 is x1
     x2 = x1 if x2 is None else x2
@@ -582,6 +586,8 @@ def empirical_ntk(network: nn.Module, x1: Tensor, x2: Tensor | None = None) -> T
 
     x1 = _as_inputs("x1", x1)
     x2 = x1 if x2 is None else _as_inputs("x2", x2)
+    if x1.shape[-1] != x2.shape[-1]:
+        raise ValueError(f"x1 and x2 must have the same last dim, got {x1.shape} and {x2.shape}")
     params = {name: p.detach() for name, p in network.named_parameters()}
 
     def jacobian(x: Tensor) -> dict[str, Tensor]:

@@ -77,6 +77,21 @@ def gp_posterior(
         Rasmussen & Williams (2006), algorithm 2.1.
     """
     check_chunk_size(chunk_size)
+    train_x, test_x = _as_inputs("train_x", train_x), _as_inputs("test_x", test_x)
+    if test_x.shape[-1] != train_x.shape[-1]:
+        raise ValueError(
+            f"test_x must have train_x's input dimension {train_x.shape[-1]} in its last dim, "
+            f"got shape {tuple(test_x.shape)}"
+        )
+    if not isinstance(train_y, Tensor):
+        raise TypeError(f"train_y must be a torch.Tensor, got {type(train_y).__name__}")
+    if train_y.dim() not in (train_x.dim() - 1, train_x.dim()) or (
+        train_y.shape[: train_x.dim() - 1] != train_x.shape[:-1]
+    ):
+        raise ValueError(
+            f"train_y must have shape {tuple(train_x.shape[:-1])} or "
+            f"{tuple(train_x.shape[:-1])} + (t,) (train_x's), got {tuple(train_y.shape)}"
+        )
     chol = _cholesky(kernel, train_x, noise_var, warn_jitter)
     multi = train_y.dim() == train_x.dim()
     targets = train_y if multi else train_y.unsqueeze(-1)
