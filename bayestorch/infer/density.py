@@ -100,14 +100,15 @@ def vectorised(fn: Callable[[Any], Any], inputs: Any, randomness: str = "error")
 def simulate(fn: Callable[[Any], Any], inputs: Any) -> Any:
     """``fn`` over the leading dim of ``inputs`` where ``fn`` draws random numbers.
 
-    One ``vmap(randomness="different")`` call; families whose samplers fill an unbatched
-    tensor in place (Cauchy, Exponential, ...), which vmap refuses, fall back to one run
-    per element (simulation only: densities never loop over chains).
+    One ``vmap(randomness="different")`` call; where vmap cannot batch a sampler (families
+    that fill an unbatched tensor in place, such as Cauchy and Exponential; Gamma, Beta and
+    Dirichlet, whose sampler is an autograd.Function without vmap support) it falls back
+    to one run per element (simulation only: densities never loop over chains).
     """
     try:
         return vectorised(fn, inputs, randomness="different")
     except ModelError as error:
-        if "randomness" not in str(error):
+        if not isinstance(error.__cause__, RuntimeError):  # a model error, not vmap's
             raise
     pytree = torch.utils._pytree
     num = pytree.tree_leaves(inputs)[0].shape[0]

@@ -27,13 +27,30 @@ _ARVIZ_STAT_NAMES = {  # our Info field names -> arviz's sample_stats names
 
 
 def constrain_draws(density: ModelDensity, z: Tensor, pointwise: bool = False):
-    """``density.constrain`` (or ``pointwise_log_likelihood``) over draws of any leading
-    shape, in chunks. Shape: ``(*lead, dim) -> {name: (*lead, *site_shape)}``."""
+    """``density.constrain`` (or ``pointwise_log_likelihood``) over draws ``(chains, draws,
+    dim)``, in chunks (a density with ``chain_data`` gives each draw its chain's data).
+
+    Shape: ``(chains, draws, dim) -> {name: (chains, draws, *site_shape)}``.
+    """
     lead = z.shape[:-1]
     flat = z.reshape(-1, z.shape[-1]).detach()
+    chain_data = density.chain_data
+    per_draw = None
+    if chain_data:
+        per_draw = {
+            name: value.unsqueeze(1).expand(lead + value.shape[1:]).reshape((-1,) + value.shape[1:])
+            for name, value in chain_data.items()
+        }
     fn = density.pointwise_log_likelihood if pointwise else density.constrain
-    with torch.no_grad():
-        parts = [fn(chunk) for chunk in flat.split(_CHUNK)]
+    parts = []
+    try:
+        with torch.no_grad():
+            for start in range(0, flat.shape[0], _CHUNK):
+                if per_draw is not None:
+                    density.chain_data = {n: v[start : start + _CHUNK] for n, v in per_draw.items()}
+                parts.append(fn(flat[start : start + _CHUNK]))
+    finally:
+        density.chain_data = chain_data
     return {
         name: torch.cat([p[name] for p in parts]).reshape(lead + parts[0][name].shape[1:])
         for name in parts[0]
