@@ -84,7 +84,7 @@ def test_support_with_no_bijection():
         arg_constraints = {}
         support = D.constraints.positive_semidefinite
 
-        def sample(self, sample_shape=torch.Size()):
+        def sample(self, sample_shape=()):
             return torch.eye(2)
 
         def log_prob(self, value):
