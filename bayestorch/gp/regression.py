@@ -25,6 +25,7 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from bayestorch.gp.kernels import Kernel, _as_inputs, _as_positive_tensor, inverse_softplus
 from bayestorch.utils import safe_cholesky
@@ -64,7 +65,8 @@ def gp_posterior(
     The test points are processed ``chunk_size`` at a time (default: as many as keep the
     ``(n, chunk)`` cross-covariance temporaries under
     :data:`~bayestorch.utils.chunking.DEFAULT_MAX_MEMORY`), so predicting at ``m`` points
-    takes memory for ``n x n`` plus one chunk, not ``n x m``. ``full_cov=True`` returns an
+    takes memory for ``n x n`` plus one chunk, not ``n x m`` (with gradients enabled, each
+    chunk is recomputed in the backward pass rather than kept). ``full_cov=True`` returns an
     ``(m, m)`` matrix and needs ``L^-1 K*`` for all ``m`` points at once: it is not chunked.
 
     Shape:
@@ -116,7 +118,14 @@ def gp_posterior(
         return predict(test_x)
     if test_x.dim() == 1:
         test_x = test_x.unsqueeze(-1)
-    parts = [predict(test_x[..., rows, :]) for rows in chunk_slices(m, chunk)]
+    if torch.is_grad_enabled():
+        # Differentiable prediction would keep every chunk's (n, chunk) intermediates for the
+        # backward pass; recompute them there instead, so memory stays one chunk's.
+        def run(points: Tensor) -> GPPrediction:
+            return checkpoint(predict, points, use_reentrant=False)
+    else:
+        run = predict
+    parts = [run(test_x[..., rows, :]) for rows in chunk_slices(m, chunk)]
     mean_dim = -2 if multi else -1
     return GPPrediction(
         torch.cat([part.mean for part in parts], mean_dim),

@@ -132,11 +132,18 @@ def particle_filter(
     settings = (init_sample_fn, transition_sample_fn, observation_log_prob_fn, num)
     if chunk >= batch:
         return _filter_chunk(y, *settings, RESAMPLING_SCHEMES[resampling], ess_threshold, generator)
-    parts = [
-        _filter_chunk(y[rows], *settings, RESAMPLING_SCHEMES[resampling], ess_threshold, generator)
-        for rows in chunk_slices(batch, chunk)
-    ]
-    return ParticleFilterResult(*(torch.cat(fields) for fields in zip(*parts, strict=True)))
+    out = None
+    for rows in chunk_slices(batch, chunk):
+        part = _filter_chunk(
+            y[rows], *settings, RESAMPLING_SCHEMES[resampling], ess_threshold, generator
+        )
+        if out is None:  # written chunk by chunk: no second copy of the outputs
+            out = ParticleFilterResult(
+                *(field.new_empty((batch, *field.shape[1:])) for field in part)
+            )
+        for whole, field in zip(out, part, strict=True):
+            whole[rows] = field
+    return out
 
 
 def _filter_chunk(
