@@ -298,3 +298,17 @@ def test_chunked_prediction_equals_unchunked(generator, batch, outputs, one_d):
     torch.testing.assert_close(full.var.diagonal(dim1=-2, dim2=-1), model.predict(xs).var)
     with pytest.raises(ValueError, match="chunk_size must be >= 1"):
         model.predict(xs, chunk_size=0)
+
+
+def test_chunked_prediction_gradients_equal_unchunked(generator):
+    """Chunks are recomputed in the backward pass (checkpointing): same gradients."""
+    x, y = _data(generator, n=10)
+    xs = torch.rand(9, 2, generator=generator, dtype=torch.float64) * 5
+    grads = []
+    for chunk in (None, 2):
+        model = GPRegression(_kernel(), noise_var=0.05).double().fit(x, y)
+        out = model.predict(xs, chunk_size=chunk)
+        (out.mean.square().sum() + out.var.sum()).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-10, atol=1e-12)
