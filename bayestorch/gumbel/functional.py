@@ -73,6 +73,12 @@ def _check_logits(logits: Tensor, dim: int, name: str = "logits") -> int:
     return dim % logits.dim()
 
 
+def _check_no_nan(logits: Tensor) -> None:
+    # An index drawn from NaN logits would look like any other: refuse them (one sync).
+    if bool(torch.isnan(logits).any()):
+        raise ValueError("logits hold NaN; a category that cannot be drawn has logit -inf")
+
+
 def _check_tau(tau: float) -> float:
     if isinstance(tau, Tensor) or isinstance(tau, bool) or not isinstance(tau, (int, float)):
         raise TypeError(
@@ -147,6 +153,7 @@ def gumbel_max(
         Gumbel (1954); Maddison, Tarlow & Minka (2014).
     """
     dim = _check_logits(logits, dim)
+    _check_no_nan(logits)
     shifted = logits.detach() - logits.detach().amax(dim, keepdim=True)
     return _perturbed(shifted, generator).argmax(dim)
 
@@ -183,6 +190,7 @@ def gumbel_top_k(
             f"k must be an integer in [1, {num_categories}] (the size of logits' dim {dim}), "
             f"got {k!r}"
         )
+    _check_no_nan(logits)
     shifted = logits.detach() - logits.detach().amax(dim, keepdim=True)
     return _perturbed(shifted, generator).topk(k, dim=dim, sorted=True).indices
 

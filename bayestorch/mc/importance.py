@@ -112,6 +112,8 @@ def importance_ess(log_weights: Tensor, dim: int = -1) -> Tensor:
             f"log_weights needs at least one draw along dim {dim}, got shape "
             f"{tuple(log_weights.shape)}"
         )
+    if bool((torch.isnan(log_weights) | (log_weights == math.inf)).any()):
+        raise ValueError("log_weights must not hold NaN or +inf (-inf is a zero weight)")
     return (2 * torch.logsumexp(log_weights, dim) - torch.logsumexp(2 * log_weights, dim)).exp()
 
 

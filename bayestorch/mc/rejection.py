@@ -102,6 +102,8 @@ def rejection_sample(
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if isinstance(max_proposals, bool) or not isinstance(max_proposals, int) or max_proposals < 1:
+        raise ValueError(f"max_proposals must be a positive integer, got {max_proposals!r}")
     log_M = torch.as_tensor(log_M)  # noqa: N806
     if log_M.numel() != 1 or not bool(torch.isfinite(log_M).all()):
         raise ValueError(f"log_M must be a finite scalar, got {log_M.tolist()}")

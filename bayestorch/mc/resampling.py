@@ -39,6 +39,9 @@ def _check(weights: Tensor, num_samples: int | None) -> int:
         )
     if weights.shape[-1] == 0:
         raise ValueError("weights must hold at least one particle, got shape (..., 0)")
+    bad = ~(torch.isfinite(weights) & (weights >= 0))  # one synchronisation for NaN, inf, < 0
+    if bool(bad.any()):
+        raise ValueError(f"weights must be finite and >= 0, got {int(bad.sum())} other value(s)")
     num = weights.shape[-1] if num_samples is None else int(num_samples)
     if num < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")

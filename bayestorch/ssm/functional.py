@@ -854,8 +854,19 @@ def kalman_predict(
     References:
         Särkkä (2013), section 4.3 (prediction step).
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
+    if not isinstance(mean, Tensor) or mean.dim() not in (1, 2):
+        raise ValueError(f"mean must be a tensor of shape (batch, n), got {mean!r:.80}")
+    if not isinstance(H, Tensor) or H.dim() < 2:
+        raise ValueError(f"H must be a tensor of shape (..., p, n), got {H!r:.80}")
+    # The filter's checks (shapes, finite values, PSD Q, R and cov) on a one-step dummy y.
+    dummy_y = mean.new_zeros(mean.shape[0] if mean.dim() == 2 else 1, 1, H.shape[-2])
+    try:
+        _prepare(dummy_y, A, H, Q, R, mean, cov, B, validate_args=True)
+    except ValueError as err:  # the filter calls them init_mean and init_cov
+        message = str(err).replace("init_mean", "mean").replace("init_cov", "cov")
+        raise type(err)(message) from None
     n = mean.shape[-1]
     A_, Q_ = A.reshape(-1, n, n)[-1], Q.reshape(-1, n, n)[-1]
     H_ = H.reshape(-1, H.shape[-2], n)[-1]
