@@ -26,10 +26,16 @@ from bayestorch.mcmc.adaptation.mass_matrix import (
 from bayestorch.mcmc.adaptation.step_size import find_reasonable_step_size
 from bayestorch.mcmc.adaptation.window import WindowAdaptationState, pool_accept_prob
 from bayestorch.mcmc.base import Kernel, check_initial_log_prob, check_position
-from bayestorch.mcmc.integrators import IntegratorState, leapfrog_trajectory
+from bayestorch.mcmc.compiled import (
+    TrajectoryFunction,
+    check_compile,
+    log_compile_choice,
+    resolve_auto,
+)
+from bayestorch.mcmc.integrators import IntegratorState, leapfrog_masked, leapfrog_trajectory
 from bayestorch.mcmc.metrics import kinetic_energy, momentum_factor, sample_momentum
 from bayestorch.mcmc.proposal import mh_accept
-from bayestorch.utils.autograd import CompiledLogProb, LogProbFn, log_prob_and_grad
+from bayestorch.utils.autograd import LogProbFn, log_prob_and_grad
 from bayestorch.utils.random import rand_open01
 
 __all__ = ["HMC", "EuclideanKernel", "HMCInfo", "HMCState", "hmc_init", "hmc_step"]
@@ -75,6 +81,7 @@ def hmc_step(
     generator: torch.Generator | None = None,
     divergence_threshold: float = DIVERGENCE_THRESHOLD,
     return_proposal: bool = False,
+    leapfrog_step: TrajectoryFunction | None = None,
 ) -> tuple[HMCState, HMCInfo]:
     """One HMC transition: fresh momentum, ``num_steps`` leapfrog steps, Metropolis correction.
 
@@ -87,6 +94,7 @@ def hmc_step(
         factor: ``momentum_factor(inverse_mass_matrix, dense)`` if precomputed.
         return_proposal: also return the end of the trajectory (an ``IntegratorState``),
             accepted or not (trajectory-length adaptation needs it).
+        leapfrog_step: ``leapfrog_masked`` as a (compiled) ``TrajectoryFunction``.
 
     Shape:
         state fields ``(chains, ...)``; returns the next state and ``HMCInfo`` fields ``(chains,)``.
@@ -97,7 +105,7 @@ def hmc_step(
     energy0 = -state.log_prob + kinetic_energy(momentum, inverse_mass_matrix, dense)
     start = IntegratorState(state.position, momentum, state.log_prob, state.log_prob_grad)
     end, finite = leapfrog_trajectory(
-        start, log_prob_fn, step_size, inverse_mass_matrix, dense, num_steps
+        start, log_prob_fn, step_size, inverse_mass_matrix, dense, num_steps, leapfrog_step
     )
     energy1 = -end.log_prob + kinetic_energy(end.momentum, inverse_mass_matrix, dense)
     # A trajectory that met a non-finite log density is divergent and rejected.
@@ -124,9 +132,12 @@ class EuclideanKernel(Kernel):
         target_accept: dual-averaging target (Stan's 0.8).
         adapt_per_chain: one step size and metric per chain instead of pooled over chains.
         adapt_mass_matrix / adapt_step_size: switch either part of the warm-up off.
-        compile: evaluate log density and gradient with one ``torch.compile``d function
-            (``bayestorch.utils.CompiledLogProb``): slower first call, much faster steps
-            on small models.
+        compile: ``True`` runs the trajectory (leapfrog steps, NUTS leaves and merges,
+            gradient included) as ``torch.compile``d functions (``bayestorch.mcmc.compiled``):
+            a slow first call (seconds; cached on disk across processes), much faster steps on
+            small models, the same draws to round-off. ``False``: eager. ``"auto"``: compiled
+            when the warm-up is long enough to repay it (``compiled.resolve_auto``), decided
+            at ``warmup_init`` and logged (``kernel.compile_reason``).
     """
 
     def __init__(
@@ -140,11 +151,16 @@ class EuclideanKernel(Kernel):
         adapt_per_chain: bool = False,
         adapt_step_size: bool = True,
         adapt_mass_matrix: bool = True,
-        compile: bool = False,
+        compile: bool | str = "auto",
     ) -> None:
-        if compile:
-            log_prob_fn = CompiledLogProb(log_prob_fn)
         super().__init__(log_prob_fn)
+        self.compile = check_compile(compile)
+        self.use_compiled = compile is True
+        self.compile_reason = {
+            True: "compiled: compile=True",
+            False: "eager: compile=False",
+            "auto": "eager: compile='auto' and no warm-up (the choice is made at warmup_init)",
+        }[compile]
         if mass_matrix not in ("diag", "dense", "identity"):
             raise ValueError(
                 f"mass_matrix must be 'diag', 'dense' or 'identity', got {mass_matrix!r}"
@@ -214,7 +230,26 @@ class EuclideanKernel(Kernel):
         return {"step_size": self.step_size.mean()} if self.step_size.numel() else {}
 
     # -- warm-up ------------------------------------------------------------------------
+    def _trajectory_functions(self, build):
+        """The kernel's (compiled or eager) trajectory functions, built once per choice."""
+        cache = self.__dict__.setdefault("_functions", {})
+        key = self.use_compiled
+        if key not in cache:
+            cache[key] = build(key)
+        return cache[key]
+
+    def leapfrog_step(self) -> TrajectoryFunction:
+        """``leapfrog_masked`` for this kernel's density, compiled or eager."""
+        return self._trajectory_functions(
+            lambda compiled: TrajectoryFunction(
+                leapfrog_masked, self.log_prob_fn, compiled, dense=self.dense
+            )
+        )
+
     def warmup_init(self, state: HMCState, num_warmup: int) -> WindowAdaptationState:
+        if self.compile == "auto":
+            self.use_compiled, self.compile_reason = resolve_auto(num_warmup, state.position.device)
+            log_compile_choice(type(self).__name__, self.compile_reason)
         self._window_ends = warmup_windows(num_warmup)
         self._slow_start = int(0.15 * num_warmup) if num_warmup < 150 else 75
         if self._window_ends:
@@ -331,4 +366,5 @@ class HMC(EuclideanKernel):
             dense=self.dense,
             factor=self.momentum_factor,
             generator=generator,
+            leapfrog_step=self.leapfrog_step(),
         )

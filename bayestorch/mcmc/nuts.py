@@ -26,14 +26,16 @@ References:
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from bayestorch.mcmc.compiled import TrajectoryFunction
 from bayestorch.mcmc.hmc import DIVERGENCE_THRESHOLD, EuclideanKernel, HMCState
 from bayestorch.mcmc.integrators import IntegratorState, leapfrog
-from bayestorch.mcmc.metrics import kinetic_energy, momentum_factor, sample_momentum, velocity
+from bayestorch.mcmc.metrics import momentum_factor, sample_momentum, velocity
 from bayestorch.mcmc.proposal import select
 from bayestorch.utils.autograd import LogProbFn
 from bayestorch.utils.random import rand_open01
@@ -58,8 +60,8 @@ class NUTSInfo(NamedTuple):
 
 
 def _is_turning(psharp_left: Tensor, psharp_right: Tensor, rho: Tensor) -> Tensor:
-    """Generalised U-turn: true unless both ends still move along the momentum sum."""
-    return ~(((psharp_left * rho).sum(-1) > 0) & ((psharp_right * rho).sum(-1) > 0))
+    """Generalised U-turn: true unless both ends still move along the momentum sum (NaN turns)."""
+    return ~(torch.minimum((psharp_left * rho).sum(-1), (psharp_right * rho).sum(-1)) > 0)
 
 
 def _trailing(leaf: int, bit: int, cap: int) -> int:
@@ -70,23 +72,313 @@ def _trailing(leaf: int, bit: int, cap: int) -> int:
     return count
 
 
-def _block_turning(
-    ends, psharp, rho, start_psharp, start_momentum, start_rho_before, end_psharp, end_momentum
+class _Trajectory(NamedTuple):
+    """A NUTS trajectory being doubled. Shape: ``(chains, dim)`` or ``(chains,)``."""
+
+    left: IntegratorState
+    right: IntegratorState
+    psharp_left: Tensor
+    psharp_right: Tensor
+    rho: Tensor  # momentum sum over the trajectory
+    proposal: HMCState
+    proposal_energy: Tensor
+    log_weight: Tensor  # log sum over the trajectory of exp(-ΔH)
+    done: Tensor
+    diverged: Tensor
+    depth: Tensor
+    num_steps: Tensor
+    sum_accept: Tensor
+
+
+class _Subtree(NamedTuple):
+    """A subtree being built leaf by leaf, and the running totals of the transition.
+
+    ``start`` ``(L, 3, chains, dim)``: for each block size ``2^i``, p#, p and the momentum
+    sum before it at the latest leaf that starts an aligned block of that size; ``end``
+    ``(L, 2, chains, dim)``: p#, p at the latest leaf that ends one. Level ``L - 1`` of
+    ``start`` is the first leaf; level 0 of ``end`` the latest leaf.
+    """
+
+    current: IntegratorState  # the end being extended: the latest valid leaf
+    proposal: HMCState
+    proposal_energy: Tensor
+    log_weight: Tensor
+    rho: Tensor
+    done: Tensor
+    diverged: Tensor
+    num_steps: Tensor
+    sum_accept: Tensor
+    start: Tensor
+    end: Tensor
+
+
+class _Junction(NamedTuple):
+    """Where a subtree attaches: direction, signed step, and the old trajectory's ends."""
+
+    active: Tensor
+    forward: Tensor
+    step_size: Tensor  # signed, (chains,)
+    join_momentum: Tensor
+    join_psharp: Tensor
+    outer_psharp: Tensor
+
+
+def _write_levels(buffer: Tensor, value: Tensor, levels: int | Tensor) -> Tensor:
+    """Write ``value`` into the first ``levels`` levels of ``buffer`` (in place, eager) or
+    where the level mask ``levels`` ``(L,)`` is true (functional, compiled)."""
+    if isinstance(levels, int):
+        buffer[:levels] = value
+        return buffer
+    return torch.where(levels.view(-1, 1, 1, 1), value, buffer)
+
+
+def _nested_turning(
+    start: Tensor, end: Tensor, psharp: Tensor, rho: Tensor, levels: int | Tensor
 ) -> Tensor:
-    """U-turn checks of the ``ends`` nested blocks (sizes 2, 4, …, 2^ends) ending at this leaf.
+    """U-turn checks of the nested blocks (sizes 2, 4, …) ending at this leaf ``(chains,)``.
 
     A block ``[s, n]`` of ``2^m`` leaves merges halves ``[s, mid - 1]`` and ``[mid, n]``.
     Besides the generalised criterion over the block, Stan checks each half extended by the
-    neighbouring leaf of the other: ``[s, mid]`` and ``[mid - 1, n]``. All ``ends`` blocks
-    are checked in one batched operation (leading dim = block level).
+    neighbouring leaf of the other: ``[s, mid]`` and ``[mid - 1, n]``. ``levels``: the number
+    of blocks ending here (eager), or a mask ``(L - 1,)`` of them over all levels (compiled,
+    fixed shapes). All checks run as one batched operation.
     """
-    m, h = slice(1, ends + 1), slice(0, ends)
-    turning = _is_turning(start_psharp[m], psharp, rho - start_rho_before[m])
-    left_plus = start_rho_before[h] + start_momentum[h] - start_rho_before[m]
-    turning |= _is_turning(start_psharp[m], start_psharp[h], left_plus)
-    right_plus = rho - start_rho_before[h] + end_momentum[h]
-    turning |= _is_turning(end_psharp[h], psharp, right_plus)
-    return turning.any(0)
+    if isinstance(levels, int):
+        block, half, half_end = start[1 : levels + 1], start[:levels], end[:levels]
+    else:
+        block, half, half_end = start[1:], start[:-1], end[:-1]
+    block_psharp, _, block_rho_before = block.unbind(1)
+    half_psharp, half_momentum, half_rho_before = half.unbind(1)
+    end_psharp, end_momentum = half_end.unbind(1)
+    lefts = torch.stack([block_psharp, block_psharp, end_psharp])
+    rights = torch.stack([psharp.expand_as(half_psharp), half_psharp, psharp.expand_as(end_psharp)])
+    rhos = torch.stack(
+        [
+            rho - block_rho_before,
+            half_rho_before + half_momentum - block_rho_before,
+            rho - half_rho_before + end_momentum,
+        ]
+    )
+    dots = torch.minimum((lefts * rhos).sum(-1), (rights * rhos).sum(-1))  # (3, levels, chains)
+    if not isinstance(levels, int):
+        dots = torch.where(levels.view(-1, 1), dots, 1.0)
+    return ~(dots.amin((0, 1)) > 0)
+
+
+def _begin(
+    traj: _Trajectory,
+    log_u: Tensor,
+    step_size: Tensor,
+    inverse_mass_matrix: Tensor,
+    start: Tensor,
+    end: Tensor,
+    *,
+    log_prob_fn=None,
+    value_and_grad=None,
+    dense: bool,
+) -> tuple[_Subtree, _Junction]:
+    """Pick each chain's direction (``log_u < log 1/2``) and start its subtree there."""
+    forward = log_u < -math.log(2.0)
+    current = select(forward, traj.right, traj.left)
+    f = forward.unsqueeze(-1)
+    # Inputs of a compiled function must not alias each other (dynamo guards on aliasing and
+    # would recompile when the pattern changes), hence the clones here and in ``nuts_step``.
+    junction = _Junction(
+        ~traj.done,
+        forward,
+        torch.where(forward, step_size, -step_size),
+        current.momentum.clone(),
+        torch.where(f, traj.psharp_right, traj.psharp_left),
+        torch.where(f, traj.psharp_left, traj.psharp_right),
+    )
+    sub = _Subtree(
+        current,
+        traj.proposal,
+        traj.proposal_energy,
+        torch.full_like(traj.log_weight, -torch.inf),
+        torch.zeros_like(traj.rho),
+        torch.zeros_like(traj.done),
+        torch.zeros_like(traj.done),
+        traj.num_steps,
+        traj.sum_accept,
+        start,
+        end,
+    )
+    return sub, junction
+
+
+def _leaf(
+    sub: _Subtree,
+    junction: _Junction,
+    energy0: Tensor,
+    inverse_mass_matrix: Tensor,
+    log_u: Tensor,
+    levels: tuple[int, int] | Tensor,
+    *,
+    log_prob_fn: LogProbFn,
+    value_and_grad=None,
+    dense: bool,
+    divergence_threshold: float,
+) -> tuple[_Subtree, Tensor]:
+    """Add one leaf to every live chain's subtree; returns it and whether any chain is live.
+
+    ``levels``: ``(starts, ends)``, the number of aligned blocks that start at this leaf and
+    of blocks of two or more leaves that end here (eager), or their masks over all levels
+    ``(3, L)`` (compiled: start writes, end writes, checks).
+    """
+    live = junction.active & ~sub.done
+    if value_and_grad is None:
+        new = leapfrog(sub.current, log_prob_fn, junction.step_size, inverse_mass_matrix, dense)
+    else:
+        new = leapfrog(
+            sub.current,
+            log_prob_fn,
+            junction.step_size,
+            inverse_mass_matrix,
+            dense,
+            value_and_grad,
+        )
+    momentum = new.momentum
+    psharp = velocity(momentum, inverse_mass_matrix, dense)
+    energy = 0.5 * (momentum * psharp).sum(-1) - new.log_prob
+    delta = energy - energy0
+    ok = live & (delta <= divergence_threshold)  # NaN counts as divergent
+    is_div = live ^ ok
+    # Never step on from a NaN point: a diverged chain keeps its last valid leaf. Values of
+    # chains that are not live are never used (masked at the merge).
+    current = select(ok, new, sub.current)
+    leaf_log_weight = torch.where(ok, -delta, -torch.inf)
+    # Stan's acceptance statistic: min(1, e^{-ΔH}) per new leaf (0 if divergent).
+    sum_accept = sub.sum_accept + leaf_log_weight.clamp(max=0.0).exp()
+    # Uniform progressive sampling within the subtree (non-ok leaves weigh e^-inf).
+    combined = torch.logaddexp(sub.log_weight, leaf_log_weight)
+    take = log_u < leaf_log_weight - combined
+    leaf_state = HMCState(new.position, new.log_prob, new.log_prob_grad)
+    proposal = select(take, leaf_state, sub.proposal)
+    proposal_energy = torch.where(take, energy, sub.proposal_energy)
+    rho = sub.rho + momentum
+    if isinstance(levels, tuple):
+        starts, ends = levels
+        check = ends
+        ends = ends + 1
+    else:
+        starts, ends, check = levels[0], levels[1], levels[2, 1:]
+    start = _write_levels(sub.start, torch.stack([psharp, momentum, sub.rho]), starts)
+    done = sub.done | is_div
+    if not isinstance(check, int) or check:
+        done = done | (ok & _nested_turning(start, sub.end, psharp, rho, check))
+    end = _write_levels(sub.end, torch.stack([psharp, momentum]), ends)
+    sub = _Subtree(
+        current,
+        proposal,
+        proposal_energy,
+        combined,
+        rho,
+        done,
+        sub.diverged | is_div,
+        sub.num_steps + live,
+        sum_accept,
+        start,
+        end,
+    )
+    return sub, (junction.active & ~done).any()
+
+
+def _merge(
+    traj: _Trajectory,
+    sub: _Subtree,
+    junction: _Junction,
+    log_u: Tensor,
+    *,
+    log_prob_fn=None,
+    value_and_grad=None,
+    dense: bool,
+) -> tuple[_Trajectory, Tensor]:
+    """Merge each valid subtree (no inner U-turn or divergence) into its trajectory
+    (biased-progressive sampling), then the U-turn checks of the whole trajectory and Stan's
+    two across the junction. Returns the trajectory and whether any chain goes on."""
+    active = junction.active
+    valid = active & ~sub.done
+    take = valid & (log_u < sub.log_weight - traj.log_weight)
+    proposal = select(take, sub.proposal, traj.proposal)
+    proposal_energy = torch.where(take, sub.proposal_energy, traj.proposal_energy)
+    log_weight = torch.where(
+        valid, torch.logaddexp(traj.log_weight, sub.log_weight), traj.log_weight
+    )
+    grow_right = valid & junction.forward
+    grow_left = valid & ~junction.forward
+    right = select(grow_right, sub.current, traj.right)
+    left = select(grow_left, sub.current, traj.left)
+    last_psharp = sub.end[0, 0]
+    psharp_right = torch.where(grow_right.unsqueeze(-1), last_psharp, traj.psharp_right)
+    psharp_left = torch.where(grow_left.unsqueeze(-1), last_psharp, traj.psharp_left)
+    rho = traj.rho + torch.where(valid.unsqueeze(-1), sub.rho, 0.0)
+    # Stan's extra checks across the junction: the old trajectory extended by the first
+    # new leaf, and the subtree extended by the old end it attaches to. Without them a
+    # trajectory on a Gaussian can circle to the maximum depth (stan-dev/stan#2800).
+    first_psharp, first_momentum = sub.start[-1, 0], sub.start[-1, 1]
+    turning = _is_turning(psharp_left, psharp_right, rho)
+    turning |= _is_turning(junction.outer_psharp, first_psharp, traj.rho + first_momentum)
+    turning |= _is_turning(junction.join_psharp, last_psharp, sub.rho + junction.join_momentum)
+    done = traj.done | sub.done | (valid & turning)
+    traj = _Trajectory(
+        left,
+        right,
+        psharp_left,
+        psharp_right,
+        rho,
+        proposal,
+        proposal_energy,
+        log_weight,
+        done,
+        traj.diverged | (active & sub.diverged),
+        traj.depth + active,
+        sub.num_steps,
+        sub.sum_accept,
+    )
+    return traj, (~done).any()
+
+
+class NUTSFunctions:
+    """The three functions of a NUTS transition for one log density, eager or compiled.
+
+    ``begin`` starts a doubling, ``leaf`` adds one leapfrog step to the subtree, ``merge``
+    ends the doubling (see ``bayestorch.mcmc.compiled.TrajectoryFunction``).
+    """
+
+    def __init__(
+        self,
+        log_prob_fn: LogProbFn,
+        *,
+        dense: bool,
+        compile: bool = False,
+        divergence_threshold: float = DIVERGENCE_THRESHOLD,
+    ) -> None:
+        self.compiled = bool(compile)
+        self.begin = TrajectoryFunction(_begin, log_prob_fn, compile, dense=dense)
+        self.leaf = TrajectoryFunction(
+            _leaf,
+            log_prob_fn,
+            compile,
+            dense=dense,
+            divergence_threshold=divergence_threshold,
+        )
+        self.merge = TrajectoryFunction(_merge, log_prob_fn, compile, dense=dense)
+        self._masks: dict = {}
+
+    def levels(self, leaf: int, depth: int, device: torch.device) -> tuple[int, int] | Tensor:
+        """Which checkpoint levels leaf ``leaf`` writes and checks (see ``_leaf``)."""
+        starts = _trailing(leaf, 0, depth) + 1
+        ends = _trailing(leaf, 1, depth)
+        if not self.compiled:
+            return starts, ends
+        key = (leaf, depth, device)
+        mask = self._masks.get(key)
+        if mask is None:
+            level = torch.arange(depth, device=device)
+            mask = torch.stack([level < starts, level <= ends, (level <= ends) & (level > 0)])
+            self._masks[key] = mask
+        return mask
 
 
 def nuts_step(
@@ -101,6 +393,7 @@ def nuts_step(
     generator: torch.Generator | None = None,
     divergence_threshold: float = DIVERGENCE_THRESHOLD,
     sync_every: int | None = None,
+    functions: NUTSFunctions | None = None,
 ) -> tuple[HMCState, NUTSInfo]:
     """One NUTS transition for every chain.
 
@@ -110,140 +403,69 @@ def nuts_step(
         sync_every: how often (in leapfrog steps) to ask the device whether any chain is still
             building its subtree, to stop early; default every step on CPU (free) and every 16
             on accelerators, so the trajectory does not wait on the host at every step.
+        functions: ``NUTSFunctions`` (e.g. compiled) built for ``log_prob_fn``; eager ones
+            by default.
+
+    Randomness per doubling at depth ``j``: one ``(2 + 2^j, chains)`` block of uniforms
+    (direction, merge, one per leaf), so eager and compiled paths consume the same draws.
 
     Shape:
         state fields ``(chains, ...)``; ``NUTSInfo`` fields ``(chains,)``.
     """
     x = state.position
-    chains = x.shape[0]
+    chains, dim = x.shape
     like = dict(dtype=x.dtype, device=x.device)
     if factor is None:
         factor = momentum_factor(inverse_mass_matrix, dense)
     if sync_every is None:
         sync_every = 1 if x.device.type == "cpu" else 16
-    eps = step_size.expand(chains) if step_size.dim() == 0 else step_size
-
-    def uniform() -> Tensor:
-        return rand_open01((chains,), generator=generator, **like)
+    if functions is None:
+        functions = NUTSFunctions(
+            log_prob_fn, dense=dense, divergence_threshold=divergence_threshold
+        )
+    eps = step_size.expand(chains).contiguous()
 
     p0 = sample_momentum(factor, x, dense, generator)
-    energy0 = -state.log_prob + kinetic_energy(p0, inverse_mass_matrix, dense)
-    origin = IntegratorState(x, p0, state.log_prob, state.log_prob_grad)
-    left = right = origin
-    psharp_left = psharp_right = velocity(p0, inverse_mass_matrix, dense)
-    rho = p0
-    proposal, proposal_energy = state, energy0
-    log_weight = torch.zeros(chains, **like)  # log sum over the trajectory of exp(-ΔH)
-    done = torch.zeros(chains, dtype=torch.bool, device=x.device)
-    diverged = torch.zeros_like(done)
-    depth = torch.zeros(chains, dtype=torch.long, device=x.device)
-    num_steps = torch.zeros_like(depth)
-    sum_accept = torch.zeros(chains, **like)
-    # For each block size 2^i: p#, p and the momentum sum before it at the latest leaf that
-    # starts an aligned block of that size, and p#, p at the latest leaf that ends one.
-    start_psharp = torch.zeros((max_tree_depth, chains, x.shape[1]), **like)
-    start_momentum = torch.zeros_like(start_psharp)
-    start_rho_before = torch.zeros_like(start_psharp)
-    end_psharp = torch.zeros_like(start_psharp)
-    end_momentum = torch.zeros_like(start_psharp)
+    psharp0 = velocity(p0, inverse_mass_matrix, dense)
+    energy0 = 0.5 * (p0 * psharp0).sum(-1) - state.log_prob
+    zeros = torch.zeros((2, chains), **like)
+    false = torch.zeros((2, chains), dtype=torch.bool, device=x.device)
+    steps = torch.zeros((2, chains), dtype=torch.long, device=x.device)
+    left = right = IntegratorState(x, p0, state.log_prob, state.log_prob_grad)
+    psharp_right, rho, proposal_energy = psharp0, p0, energy0
+    if functions.compiled:
+        # Inputs of a compiled function must not alias each other (dynamo guards on
+        # aliasing and would recompile when the pattern changes).
+        left = IntegratorState(*(t.clone() for t in left))
+        right = IntegratorState(*(t.clone() for t in right))
+        psharp_right, rho, proposal_energy = psharp0.clone(), p0.clone(), energy0.clone()
+    traj = _Trajectory(
+        left, right, psharp0, psharp_right, rho, state, proposal_energy, zeros[0], false[0],
+        false[1], steps[0], steps[1], zeros[1],
+    )  # fmt: skip
+    start = torch.zeros((max_tree_depth, 3, chains, dim), **like)
+    end = torch.zeros((max_tree_depth, 2, chains, dim), **like)
 
     for level in range(max_tree_depth):
-        if level > 0 and not bool((~done).any()):
-            break
-        active = ~done
-        forward = uniform() < 0.5
-        signed_eps = torch.where(forward, eps, -eps)
-        current = select(forward, right, left)
-        # The old trajectory's end where the subtree attaches, and the opposite end.
-        join_momentum = current.momentum
-        join_psharp = torch.where(forward.unsqueeze(-1), psharp_right, psharp_left)
-        outer_psharp = torch.where(forward.unsqueeze(-1), psharp_left, psharp_right)
-        sub_proposal, sub_energy = proposal, proposal_energy
-        sub_log_weight = torch.full((chains,), -torch.inf, **like)
-        sub_rho = torch.zeros_like(rho)
-        sub_done = torch.zeros_like(done)
-        sub_diverged = torch.zeros_like(done)
-
+        log_u = rand_open01((2 + 2**level, chains), generator=generator, **like).log()
+        sub, junction = functions.begin(traj, log_u[0], eps, inverse_mass_matrix, start, end)
         for leaf in range(2**level):
-            live = active & ~sub_done
-            new = leapfrog(current, log_prob_fn, signed_eps, inverse_mass_matrix, dense)
-            # Values of chains that are not live are never used (masked at the merge), so
-            # only the state that must stay finite is selected.
-            momentum = new.momentum
-            psharp = velocity(momentum, inverse_mass_matrix, dense)
-            energy = 0.5 * (momentum * psharp).sum(-1) - new.log_prob
-            delta = energy - energy0
-            is_div = live & ~(delta <= divergence_threshold)  # NaN counts as divergent
-            ok = live & ~is_div
-            # Never step on from a NaN point: a diverged chain keeps its last valid leaf.
-            current = select(ok, new, current)
-            leaf_log_weight = torch.where(ok, -delta, -torch.inf)
-            # Stan's acceptance statistic: min(1, e^{-ΔH}) per new leaf (0 if divergent).
-            sum_accept = sum_accept + leaf_log_weight.clamp(max=0.0).exp()
-            num_steps = num_steps + live.long()
-
-            # Uniform progressive sampling within the subtree (non-ok leaves weigh e^-inf).
-            combined = torch.logaddexp(sub_log_weight, leaf_log_weight)
-            take = uniform().log() < leaf_log_weight - combined
-            leaf_state = HMCState(new.position, new.log_prob, new.log_prob_grad)
-            sub_proposal = select(take, leaf_state, sub_proposal)
-            sub_energy = torch.where(take, energy, sub_energy)
-            sub_log_weight = combined
-            rho_before = sub_rho
-            sub_rho = sub_rho + momentum
-            if leaf == 0:
-                first_momentum, first_psharp = momentum, psharp
-            starts = _trailing(leaf, 0, max_tree_depth) + 1  # blocks that start at this leaf
-            start_psharp[:starts] = psharp
-            start_momentum[:starts] = momentum
-            start_rho_before[:starts] = rho_before
-            ends = _trailing(leaf, 1, max_tree_depth)  # blocks of >= 2 leaves ending here
-            if ends:
-                sub_done = sub_done | (
-                    ok
-                    & _block_turning(
-                        ends,
-                        psharp,
-                        sub_rho,
-                        start_psharp,
-                        start_momentum,
-                        start_rho_before,
-                        end_psharp,
-                        end_momentum,
-                    )
-                )
-            end_psharp[: ends + 1] = psharp
-            end_momentum[: ends + 1] = momentum
-            sub_done = sub_done | is_div
-            sub_diverged = sub_diverged | is_div
-            if (leaf + 1) % sync_every == 0 and not bool((active & ~sub_done).any()):
+            levels = functions.levels(leaf, max_tree_depth, x.device)
+            sub, any_live = functions.leaf(
+                sub, junction, energy0, inverse_mass_matrix, log_u[2 + leaf], levels
+            )
+            if (leaf + 1) % sync_every == 0 and not bool(any_live):
                 break
+        traj, any_going = functions.merge(traj, sub, junction, log_u[1])
+        start, end = sub.start, sub.end
+        if not bool(any_going):
+            break
 
-        # Merge the subtree into the trajectory where it is valid (no inner U-turn or divergence).
-        valid = active & ~sub_done
-        take = valid & (uniform().log() < sub_log_weight - log_weight)
-        proposal = select(take, sub_proposal, proposal)
-        proposal_energy = torch.where(take, sub_energy, proposal_energy)
-        log_weight = torch.where(valid, torch.logaddexp(log_weight, sub_log_weight), log_weight)
-        right = select(valid & forward, current, right)
-        left = select(valid & ~forward, current, left)
-        psharp_right = torch.where((valid & forward).unsqueeze(-1), psharp, psharp_right)
-        psharp_left = torch.where((valid & ~forward).unsqueeze(-1), psharp, psharp_left)
-        rho_old = rho
-        rho = rho + torch.where(valid.unsqueeze(-1), sub_rho, 0.0)
-        depth = torch.where(active, level + 1, depth)
-        diverged = diverged | (active & sub_diverged)
-        # Stan's extra checks across the junction: the old trajectory extended by the first
-        # new leaf, and the subtree extended by the old end it attaches to. Without them a
-        # trajectory on a Gaussian can circle to the maximum depth (stan-dev/stan#2800).
-        turning = _is_turning(psharp_left, psharp_right, rho)
-        turning |= _is_turning(outer_psharp, first_psharp, rho_old + first_momentum)
-        turning |= _is_turning(join_psharp, psharp, sub_rho + join_momentum)
-        done = done | sub_done | (valid & turning)
-
-    accept_prob = sum_accept / num_steps.clamp_min(1)
+    accept_prob = traj.sum_accept / traj.num_steps.clamp_min(1)
+    proposal = traj.proposal
     moved = (proposal.position != x).any(-1)
-    info = NUTSInfo(accept_prob, moved, diverged, proposal_energy, num_steps, depth)
+    info = NUTSInfo(accept_prob, moved, traj.diverged, traj.proposal_energy, traj.num_steps,
+                    traj.depth)  # fmt: skip
     return proposal, info
 
 
@@ -283,4 +505,7 @@ class NUTS(EuclideanKernel):
             factor=self.momentum_factor,
             max_tree_depth=self.max_tree_depth,
             generator=generator,
+            functions=self._trajectory_functions(
+                lambda compiled: NUTSFunctions(self.log_prob_fn, dense=self.dense, compile=compiled)
+            ),
         )

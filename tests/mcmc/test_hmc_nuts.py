@@ -76,7 +76,9 @@ def _always_accept(log_accept_ratio, current, proposed, generator=None):
     return proposed, ones.bool(), ones
 
 
-def _symplectic_euler(state, log_prob_fn, step_size, inverse_mass_matrix, dense):
+def _symplectic_euler(
+    state, log_prob_fn, step_size, inverse_mass_matrix, dense, value_and_grad=None
+):
     # Volume preserving but not time-reversible: Metropolis cannot correct it.
     eps = step_size.unsqueeze(-1) if step_size.dim() > 0 else step_size
     momentum = state.momentum + eps * state.log_prob_grad

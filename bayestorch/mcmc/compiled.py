@@ -1,0 +1,178 @@
+"""The HMC family's trajectory functions, eager or under ``torch.compile``.
+
+A transition of HMC, ChEES-HMC or NUTS calls a few small functions many times: a leapfrog
+step (HMC, ChEES) or a NUTS leaf with its multinomial and U-turn bookkeeping, plus the start
+and the merge of each NUTS doubling. In eager PyTorch each of their ~100 ATen operations costs
+a few microseconds of dispatch whatever the tensor size, which is the whole cost on small
+models. ``TrajectoryFunction`` compiles one such function, gradient included
+(``torch.func.grad_and_value`` of the log density), into one graph with static shapes
+(``torch.compile(dynamic=False)``), so a leaf costs one call.
+
+* Same draws: the compiled and the eager function run the same code on the same inputs
+  (randomness is drawn outside, in eager), so draws agree to round-off (fused kernels may
+  round differently; tests check ``1e-10`` in float64 over a few transitions).
+* Compile once: inductor's on-disk caches (FX graph and AOTAutograd caches, on by default,
+  ``TORCHINDUCTOR_CACHE_DIR``) make a second process with the same model and shapes skip code
+  generation; only dynamo's trace is repeated.
+* Fallback: a call whose density raises (``bayestorch.utils.autograd.DENSITY_ERRORS``) is
+  rerun eagerly, where ``log_prob_and_grad`` turns the exception into a rejected proposal;
+  a compiler failure warns once and the kernel stays eager.
+
+``compile="auto"`` (the kernels' default) compiles only where it pays: see ``resolve_auto``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import types
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bayestorch.utils.autograd import DENSITY_ERRORS, LogProbFn
+
+__all__ = [
+    "AUTO_MIN_WARMUP",
+    "TrajectoryFunction",
+    "check_compile",
+    "func_value_and_grad",
+    "resolve_auto",
+]
+
+logger = logging.getLogger(__name__)
+
+AUTO_MIN_WARMUP = 1000
+"""``compile="auto"`` compiles for a warm-up at least this long (Stan's default length). A
+cold compile costs 20-60 s on CPU, a warm one (on-disk cache) a few seconds; a compiled NUTS
+leaf saves a few hundred microseconds, so only runs of ~10^5 leapfrog steps repay a cold
+compile (measured in ``benchmarks/mcmc.py``)."""
+
+
+def check_compile(compile: Any) -> bool | str:
+    """Validate a kernel's ``compile`` argument: ``True``, ``False`` or ``"auto"``."""
+    if compile is True or compile is False or compile == "auto":
+        return compile
+    raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
+
+
+def _compiler_available(device: torch.device) -> tuple[bool, str]:
+    if device.type == "cpu":
+        if shutil.which("g++") or shutil.which("c++") or shutil.which("clang++"):
+            return True, "a C++ compiler is available"
+        return False, "no C++ compiler for inductor on CPU"
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return False, "triton is not installed"
+        return True, "triton is available"
+    return False, f"no inductor backend tested on {device.type}"
+
+
+def resolve_auto(num_warmup: int, device: torch.device) -> tuple[bool, str]:
+    """``compile="auto"``'s choice for a run with ``num_warmup`` warm-up iterations.
+
+    Compiles when the warm-up is at least ``AUTO_MIN_WARMUP`` long and inductor has a
+    compiler for ``device``; the choice is deterministic (never timed), so a seed gives the
+    same draws on every machine. Returns ``(compile, reason)``.
+    """
+    available, why = _compiler_available(device)
+    if not available:
+        return False, f"eager: {why}"
+    if num_warmup < AUTO_MIN_WARMUP:
+        return False, (
+            f"eager: a warm-up of {num_warmup} < {AUTO_MIN_WARMUP} iterations is too short "
+            "to repay compiling (pass compile=True to compile anyway)"
+        )
+    return True, f"compiled: warm-up of {num_warmup} iterations and {why}"
+
+
+def func_value_and_grad(log_prob_fn: LogProbFn) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """``x -> (log_prob_fn(x), grad)`` through ``torch.func`` (traceable by ``torch.compile``).
+
+    Shape: ``(chains, dim) -> (chains,), (chains, dim)``.
+    """
+
+    def summed(x: Tensor) -> tuple[Tensor, Tensor]:
+        log_prob = log_prob_fn(x)
+        return log_prob.sum(), log_prob
+
+    grad_and_value = torch.func.grad_and_value(summed, has_aux=True)
+
+    def value_and_grad(x: Tensor) -> tuple[Tensor, Tensor]:
+        grad, (_, log_prob) = grad_and_value(x)
+        return log_prob, grad
+
+    return value_and_grad
+
+
+def _own_code(fn: Callable) -> Callable:
+    """A copy of ``fn`` with a code object of its own. Dynamo keeps one cache, and one
+    recompilation limit, per code object: every kernel gets its own, so many models in one
+    process (a test session) never exhaust a shared limit."""
+    code = fn.__code__.replace()
+    return types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+class TrajectoryFunction:
+    """``fn(*args, log_prob_fn=..., value_and_grad=..., **static)``, eager or compiled.
+
+    ``fn`` computes gradients through its ``value_and_grad`` keyword: ``None`` in eager
+    (then ``bayestorch.utils.log_prob_and_grad``, with its guard against densities that
+    raise), the ``torch.func`` one when compiled.
+
+    Args:
+        fn: a pure function of tensors (and ``NamedTuple``s of tensors).
+        log_prob_fn: the log density ``(chains, dim) -> (chains,)``.
+        compile: compile (on the first call) or stay eager.
+        **static: keyword arguments fixed for this kernel (flags, thresholds).
+    """
+
+    def __init__(self, fn: Callable, log_prob_fn: LogProbFn, compile: bool, **static) -> None:
+        self.fn = fn
+        self.log_prob_fn = log_prob_fn
+        self.static = static
+        self.compiled = bool(compile)
+        self._compiled_fn: Callable | None = None
+
+    def eager(self, *args):
+        return self.fn(*args, log_prob_fn=self.log_prob_fn, value_and_grad=None, **self.static)
+
+    def _build(self) -> Callable:
+        fn, log_prob_fn, static = self.fn, self.log_prob_fn, self.static
+        value_and_grad = func_value_and_grad(log_prob_fn)
+
+        def call(*args):
+            return fn(*args, log_prob_fn=log_prob_fn, value_and_grad=value_and_grad, **static)
+
+        return torch.compile(_own_code(call), dynamic=False)
+
+    def __call__(self, *args):
+        if not self.compiled:
+            return self.eager(*args)
+        if self._compiled_fn is None:
+            self._compiled_fn = self._build()
+        try:
+            return self._compiled_fn(*args)
+        except torch._dynamo.exc.TorchDynamoException as error:
+            self.compiled = False
+            warnings.warn(
+                f"torch.compile failed on {self.fn.__name__} ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}); this kernel goes on "
+                "eagerly",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return self.eager(*args)
+        except DENSITY_ERRORS:
+            # The density raised at some chains: the eager path's guard rejects them.
+            return self.eager(*args)
+
+
+def log_compile_choice(kernel_name: str, reason: str) -> None:
+    """Say which path ``compile="auto"`` took and why (``logging``, level INFO)."""
+    logger.info("%s compile='auto': %s", kernel_name, reason)
