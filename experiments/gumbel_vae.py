@@ -87,7 +87,7 @@ def test_elbo(model, x, particles: int, batch_size: int, generator) -> float:
     with torch.no_grad():
         for batch in x.split(batch_size):
             kwargs = {"discrete": True} if isinstance(model, CategoricalVAE) else {}
-            bound = model.elbo(batch, num_particles=particles, generator=generator, **kwargs)
+            bound = model.elbo(batch, num_samples=particles, generator=generator, **kwargs)
             total += bound.sum().item()
     return total / len(x)
 

@@ -65,7 +65,7 @@ class Config(ExperimentConfig):
 def _bound(model: VAE, x, objective: str, num_samples: int, generator) -> torch.Tensor:
     if objective == "iwae":
         return model.iwae_bound(x, num_samples, generator=generator)
-    return model.elbo(x, num_particles=num_samples, generator=generator)
+    return model.elbo(x, num_samples=num_samples, generator=generator)
 
 
 class TrainBound(nn.Module):
@@ -85,7 +85,7 @@ def evaluate(model: VAE, x, cfg: EvalConfig, generator) -> dict[str, float]:
     totals = {"elbo": 0.0, **{f"iwae_{k}": 0.0 for k in cfg.iwae_samples}}
     for batch in x.split(cfg.batch_size):
         totals["elbo"] += (
-            model.elbo(batch, num_particles=cfg.elbo_particles, generator=generator).sum().item()
+            model.elbo(batch, num_samples=cfg.elbo_particles, generator=generator).sum().item()
         )
         for k in cfg.iwae_samples:
             bound = model.iwae_bound(batch, k, chunk_size=cfg.chunk_size, generator=generator)

@@ -36,7 +36,7 @@ from torch.distributions import Distribution, Independent, OneHotCategorical
 from bayestorch.gumbel import GumbelSoftmax, gumbel_max
 from bayestorch.utils.checks import check_last_dim
 from bayestorch.utils.random import check_generator_device, draw
-from bayestorch.vi.elbo import elbo
+from bayestorch.vi.elbo import elbo, renamed_keyword
 from bayestorch.vi.vae import LatentVariableModel, mlp
 
 __all__ = ["CategoricalVAE"]
@@ -53,7 +53,7 @@ class CategoricalVAE(LatentVariableModel):
         num_categories: the classes of each.
         hidden_sizes: hidden widths of the default MLPs (the decoder uses them reversed).
         likelihood: ``"bernoulli"`` (binary data) or ``"gaussian"`` (learnable per-dimension
-            scale).
+            scale, or the fixed ``obs_scale``).
         estimator: ``"relaxed"`` or ``"straight_through"`` (see the module docstring).
         tau, anneal, min_tau, anneal_every: the temperature schedule of the
             :class:`~bayestorch.gumbel.GumbelSoftmax` layer (``relaxation``); call
@@ -61,6 +61,8 @@ class CategoricalVAE(LatentVariableModel):
         encoder, decoder: optional modules replacing the default MLPs; the encoder maps
             ``(..., data_dim)`` to ``(..., num_latents * num_categories)`` logits, the decoder
             ``(..., num_latents * num_categories)`` to ``(..., data_dim)``.
+        obs_scale: a Gaussian likelihood's fixed observation standard deviation (a number
+            or ``(data_dim,)``); ``None`` (default) learns one per data dimension.
 
     Shape:
         ``x``: ``(batch, data_dim)``; ``elbo(x)``, ``iwae_bound(x, k)``: ``(batch,)``;
@@ -91,10 +93,10 @@ class CategoricalVAE(LatentVariableModel):
         anneal_every: int = 1,
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
+        obs_scale: float | Tensor | None = None,
     ) -> None:
         super().__init__()
-        if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        self._init_observation_model(likelihood, data_dim, obs_scale)
         if estimator not in ("relaxed", "straight_through"):
             raise ValueError(
                 f"estimator must be 'relaxed' or 'straight_through', got {estimator!r}"
@@ -104,18 +106,14 @@ class CategoricalVAE(LatentVariableModel):
                 f"need num_latents >= 1 and num_categories >= 2, got {num_latents} and "
                 f"{num_categories}"
             )
-        self.data_dim = int(data_dim)
         self.num_latents = int(num_latents)
         self.num_categories = int(num_categories)
-        self.likelihood = likelihood
         self.estimator = estimator
         flat = self.num_latents * self.num_categories
         self.encoder = encoder if encoder is not None else mlp(data_dim, hidden_sizes, flat)
         self.decoder = (
             decoder if decoder is not None else mlp(flat, tuple(reversed(hidden_sizes)), data_dim)
         )
-        if likelihood == "gaussian":
-            self.log_obs_scale = nn.Parameter(torch.zeros(data_dim))
         self.relaxation = GumbelSoftmax(
             tau,
             hard=estimator == "straight_through",
@@ -180,32 +178,35 @@ class CategoricalVAE(LatentVariableModel):
         x: Tensor,
         *,
         discrete: bool = False,
-        num_particles: int = 1,
+        num_samples: int | None = None,
         generator: torch.Generator | None = None,
+        **deprecated,
     ) -> Tensor:
         """Per-example ELBO with the exact categorical KL. Shape: ``(batch,)``.
 
         ``discrete=False`` (training): the decoder reads the estimator's sample (relaxed, or
         one-hot with relaxed gradients). ``discrete=True`` (evaluation): exact one-hot draws of
-        q(z | x), the true ELBO, through :func:`bayestorch.vi.elbo`.
+        q(z | x), the true ELBO, through :func:`bayestorch.vi.elbo`. ``num_samples``: latent
+        draws per example, averaged (default 1; ``num_particles=`` is its deprecated name).
         """
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        num_samples = renamed_keyword("num_particles", "num_samples", num_samples, 1, deprecated)
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if discrete:
             return elbo(
                 lambda z: self.log_likelihood(z, x),
                 self.encode(x),
                 self.prior(x),
-                num_particles=num_particles,
+                num_samples=num_samples,
                 analytic_kl=True,
                 generator=generator,
             )
         log_q = self.posterior_logits(x)
         check_generator_device(generator, log_q.device)
-        logits = log_q if num_particles == 1 else log_q.expand(num_particles, *log_q.shape)
+        logits = log_q if num_samples == 1 else log_q.expand(num_samples, *log_q.shape)
         z = self.relaxation(logits, generator=generator)
         log_lik = self.log_likelihood(z, x)
-        if num_particles > 1:
+        if num_samples > 1:
             log_lik = log_lik.mean(0)
         return log_lik - self._kl_to_uniform(log_q)
 

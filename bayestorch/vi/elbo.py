@@ -16,17 +16,43 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
+from torch.utils.checkpoint import checkpoint
 
+from bayestorch.utils.chunking import chunk_slices, resolve_chunk_size
 from bayestorch.utils.random import draw
 
 __all__ = ["elbo", "iwae_bound", "log_importance_weights"]
 
 LogLikelihoodFn = Callable[[Tensor], Tensor]
+
+#: The default ``chunk_size`` of ``iwae_bound`` budgets ``DEFAULT_MAX_MEMORY`` (256 MiB) for
+#: a chunk at this many times the size of its latent draws: an allowance for the decoder's
+#: activations, which are typically several times wider than the latent.
+WORKING_MEMORY_PER_LATENT = 16
+
+
+def renamed_keyword(old: str, new: str, value, default, kwargs: dict):
+    """The value of keyword ``new`` (``None``: not passed, so ``default``), taking a
+    deprecated ``old`` from ``kwargs`` (with a ``DeprecationWarning``); ``TypeError`` for
+    both at once or for unknown keywords."""
+    if old in kwargs:
+        if value is not None:
+            raise TypeError(f"pass {new}= only ({old}= is its deprecated name)")
+        warnings.warn(
+            f"{old}= is deprecated: it is called {new}= now (one name across bayestorch.vi)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        value = kwargs.pop(old)
+    if kwargs:
+        raise TypeError(f"unexpected keyword argument(s) {sorted(kwargs)}")
+    return default if value is None else value
 
 
 def _checked_log_likelihood(
@@ -84,9 +110,10 @@ def elbo(
     posterior: Distribution,
     prior: Distribution,
     *,
-    num_particles: int = 1,
+    num_samples: int | None = None,
     analytic_kl: bool | None = None,
     generator: torch.Generator | None = None,
+    **deprecated,
 ) -> Tensor:
     """Reparameterised Monte Carlo estimate of the ELBO, ``E_q[log p(x|z)] - KL(q || p)``.
 
@@ -96,21 +123,45 @@ def elbo(
     analytic one has lower variance.
 
     Args:
-        num_particles: latent draws per data point, averaged.
+        num_samples: latent draws per data point, averaged (default 1; the same name as
+            ``iwae_bound``'s ``K``; ``num_particles=`` is its deprecated name).
 
     Shape:
         returns ``batch`` (one bound per data point), differentiable.
     """
-    if num_particles < 1:
-        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    num_samples = renamed_keyword("num_particles", "num_samples", num_samples, 1, deprecated)
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     kl = _analytic_kl(posterior, prior, analytic_kl)
     if kl is None:
         return log_importance_weights(
-            log_likelihood_fn, posterior, prior, num_particles, generator=generator
+            log_likelihood_fn, posterior, prior, num_samples, generator=generator
         ).mean(0)
-    z = draw(posterior, (num_particles,), generator)
+    z = draw(posterior, (num_samples,), generator)
     log_lik = _checked_log_likelihood(log_likelihood_fn, z, len(posterior.event_shape))
     return log_lik.mean(0) - kl
+
+
+def _replayable(fn: Callable[[], Tensor], generator: torch.Generator | None):
+    """``fn()`` under activation checkpointing: its intermediates are freed after the forward
+    pass and recomputed during backward, with the same draws (``generator``'s state is
+    replayed, then restored; without a generator, ``checkpoint`` restores torch's global
+    RNG itself)."""
+    start = generator.get_state() if generator is not None else None
+    calls = []
+
+    def run() -> Tensor:
+        if calls and generator is not None:  # the recomputation in backward
+            after = generator.get_state()
+            generator.set_state(start)
+            try:
+                return fn()
+            finally:
+                generator.set_state(after)
+        calls.append(True)
+        return fn()
+
+    return checkpoint(run, use_reentrant=False, preserve_rng_state=generator is None)
 
 
 def iwae_bound(
@@ -125,21 +176,49 @@ def iwae_bound(
     """Importance-weighted bound ``log (1/K) sum_k w_k`` (Burda et al. 2016).
 
     It is a lower bound on ``log p(x)`` that increases with ``K = num_samples`` and tends to
-    ``log p(x)``; ``K = 1`` is the ELBO. ``chunk_size`` bounds memory for large ``K`` (e.g.
-    ``K = 5000`` for a log-likelihood estimate) by drawing the samples in chunks and
-    combining them with a running log-sum-exp; the result is the same estimator.
+    ``log p(x)``; ``K = 1`` is the ELBO.
+
+    Memory: the ``K`` draws are taken ``chunk_size`` at a time and combined with a running
+    log-sum-exp (the same estimator), so peak memory is that of one chunk, not of ``K``
+    draws (e.g. ``K = 5000`` for a log-likelihood estimate). When gradients are recorded
+    and there is more than one chunk, each chunk is checkpointed
+    (``torch.utils.checkpoint``): its activations are recomputed, with the same draws,
+    during backward instead of being kept, which bounds the training step's memory too
+    (at the cost of a second forward pass per chunk). Default ``chunk_size``: as many
+    draws as fit ``bayestorch.utils.chunking.DEFAULT_MAX_MEMORY`` (256 MiB) at
+    ``WORKING_MEMORY_PER_LATENT`` (16) times the bytes of one draw of the latents, e.g.
+    655 draws a chunk for a batch of 128 with a 50-dimensional float32 latent.
 
     Shape:
         returns ``batch``, differentiable.
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    chunk = num_samples if chunk_size is None else max(1, min(chunk_size, num_samples))
-    partial = []
-    for start in range(0, num_samples, chunk):
-        size = min(chunk, num_samples - start)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    latent = posterior.batch_shape.numel() * posterior.event_shape.numel()
+    try:
+        itemsize = posterior.mean.element_size()
+    except NotImplementedError:  # a family without a mean: budget as float64
+        itemsize = 8
+    chunk = resolve_chunk_size(
+        chunk_size, WORKING_MEMORY_PER_LATENT * latent * itemsize, num_samples
+    )
+
+    def chunk_log_sum_exp(size: int) -> Tensor:
         log_w = log_importance_weights(
             log_likelihood_fn, posterior, prior, size, generator=generator
         )
-        partial.append(torch.logsumexp(log_w, dim=0))
-    return torch.logsumexp(torch.stack(partial), dim=0) - math.log(num_samples)
+        return torch.logsumexp(log_w, dim=0)
+
+    if chunk >= num_samples:
+        total = chunk_log_sum_exp(num_samples)
+    else:
+        checkpointed = torch.is_grad_enabled()
+        total = None
+        for part in chunk_slices(num_samples, chunk):
+            size = part.stop - part.start
+            if checkpointed:
+                lse = _replayable(lambda size=size: chunk_log_sum_exp(size), generator)
+            else:
+                lse = chunk_log_sum_exp(size)
+            total = lse if total is None else torch.logaddexp(total, lse)
+    return total - math.log(num_samples)

@@ -29,11 +29,11 @@ def test_shapes_device_and_gradients(device, estimator, likelihood):
     model = CategoricalVAE(10, 3, 4, (16,), likelihood, estimator).to(device)
     x = _data(device)
     g = torch.Generator(device=device).manual_seed(1)
-    bound = model.elbo(x, num_particles=2, generator=g)
+    bound = model.elbo(x, num_samples=2, generator=g)
     assert bound.shape == (16,) and bound.device.type == device.type
     (-bound.mean()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-    assert model.elbo(x, discrete=True, num_particles=3, generator=g).shape == (16,)
+    assert model.elbo(x, discrete=True, num_samples=3, generator=g).shape == (16,)
     assert model.iwae_bound(x, 5, chunk_size=2, generator=g).shape == (16,)
     assert model.sample(4, generator=g).shape == (4, 10)
     assert model.sample(4, generator=g, mean=False).shape == (4, 10)
@@ -127,3 +127,12 @@ def test_bad_arguments():
         CategoricalVAE(10, 2, 1)
     with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 10\)"):
         CategoricalVAE(10, 2, 3, (8,)).elbo(torch.zeros(4, 9))
+
+
+def test_fixed_observation_scale_for_a_gaussian_likelihood():
+    model = CategoricalVAE(10, 2, 3, hidden_sizes=(8,), likelihood="gaussian", obs_scale=0.2)
+    assert "log_obs_scale" not in dict(model.named_parameters())
+    z = torch.nn.functional.one_hot(torch.zeros(4, 2, dtype=torch.long), 3).float()
+    torch.testing.assert_close(model.decode(z).base_dist.scale, torch.full((4, 10), 0.2))
+    with pytest.raises(ValueError, match="gaussian"):
+        CategoricalVAE(10, 2, 3, obs_scale=0.2)

@@ -101,7 +101,7 @@ def test_elbo_estimate_is_unbiased(fa, analytic_kl):
         fa.log_likelihood,
         fa.q(batch=(replicates,)),
         fa.prior,
-        num_particles=2,
+        num_samples=2,
         analytic_kl=analytic_kl,
         generator=_generator(fa, 1),
     )
@@ -197,7 +197,7 @@ def test_elbo_gradcheck_for_fixed_noise(fa):
     def fn(loc, log_scale):
         posterior = Independent(Normal(loc, log_scale.exp()), 1)
         return elbo(
-            fa.log_likelihood, posterior, fa.prior, num_particles=3, generator=_generator(fa, 6)
+            fa.log_likelihood, posterior, fa.prior, num_samples=3, generator=_generator(fa, 6)
         )
 
     inputs = (fa.q_loc.clone().requires_grad_(True), fa.q_scale.log().clone().requires_grad_(True))
@@ -207,5 +207,5 @@ def test_elbo_gradcheck_for_fixed_noise(fa):
 def test_log_likelihood_shape_is_checked(fa):
     with pytest.raises(ValueError, match="log_likelihood_fn must map"):
         elbo(lambda z: z.sum(), fa.q(), fa.prior, generator=_generator(fa, 0))
-    with pytest.raises(ValueError, match="num_particles"):
-        elbo(fa.log_likelihood, fa.q(), fa.prior, num_particles=0)
+    with pytest.raises(ValueError, match="num_samples"):
+        elbo(fa.log_likelihood, fa.q(), fa.prior, num_samples=0)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bayestorch.testing import assert_z
@@ -20,7 +21,7 @@ def test_shapes_device_and_gradients(device, likelihood):
     model = VAE(10, 3, hidden_sizes=(16,), likelihood=likelihood).to(device)
     x = _data(device)
     g = torch.Generator(device=device).manual_seed(1)
-    bound = model.elbo(x, num_particles=2, generator=g)
+    bound = model.elbo(x, num_samples=2, generator=g)
     assert bound.shape == (16,) and bound.device.type == device.type
     assert model.iwae_bound(x, 5, chunk_size=2, generator=g).shape == (16,)
     (-bound.mean()).backward()
@@ -52,7 +53,7 @@ def test_analytic_and_monte_carlo_kl_agree(device):
     x = _data(device, n=1).expand(3000, 10)
     with torch.no_grad():
         exact_kl = model.elbo(
-            x, num_particles=1, generator=torch.Generator(device=device).manual_seed(1)
+            x, num_samples=1, generator=torch.Generator(device=device).manual_seed(1)
         )
         mc = model.elbo(
             x, analytic_kl=False, generator=torch.Generator(device=device).manual_seed(2)
@@ -106,8 +107,8 @@ def test_state_dict_round_trip():
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
-@pytest.mark.parametrize("num_particles", [1, 3])
-def test_fast_elbo_equals_the_generic_estimator(device, likelihood, num_particles):
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_fast_elbo_equals_the_generic_estimator(device, likelihood, num_samples):
     """VAE.elbo's written-out path is bt.vi.elbo with the same draws, values and gradients."""
     from bayestorch.vi import elbo
 
@@ -116,12 +117,12 @@ def test_fast_elbo_equals_the_generic_estimator(device, likelihood, num_particle
     )
     x = _data(device).double()
     g = lambda: torch.Generator(device=device).manual_seed(4)  # noqa: E731
-    fast = model.elbo(x, num_particles=num_particles, generator=g())
+    fast = model.elbo(x, num_samples=num_samples, generator=g())
     generic = elbo(
         lambda z: model.decode(z).log_prob(x),
         model.encode(x),
         model.prior(),
-        num_particles=num_particles,
+        num_samples=num_samples,
         analytic_kl=True,
         generator=g(),
     )
@@ -130,3 +131,97 @@ def test_fast_elbo_equals_the_generic_estimator(device, likelihood, num_particle
     grads_generic = torch.autograd.grad(generic.sum(), list(model.parameters()))
     for a, b in zip(grads_fast, grads_generic):
         torch.testing.assert_close(a, b)
+
+
+class _PairEncoder(nn.Module):
+    """Returns ``(loc, scale)`` with the scale used exactly as given."""
+
+    def __init__(self, data_dim, latent_dim, scale):
+        super().__init__()
+        self.linear = nn.Linear(data_dim, latent_dim)
+        self.scale = scale
+
+    def forward(self, x):
+        loc = self.linear(x)
+        return loc, torch.full_like(loc, self.scale)
+
+
+class _DistributionEncoder(_PairEncoder):
+    def forward(self, x):
+        from torch.distributions import Independent, Normal
+
+        return Independent(Normal(*super().forward(x)), 1)
+
+
+def test_encoder_may_return_loc_and_scale_used_exactly():
+    # Before: the encoder had to output cat(loc, raw_scale), and a private 1e-5 was added.
+    torch.manual_seed(0)
+    model = VAE(10, 3, encoder=_PairEncoder(10, 3, scale=1e-7), decoder=nn.Linear(3, 10))
+    x = _data("cpu")
+    q = model.encode(x)
+    assert bool((q.base_dist.scale == 1e-7).all())
+    bound = model.elbo(x, generator=torch.Generator().manual_seed(0))
+    loc = model.encoder.linear(x)
+    kl = 0.5 * (loc.square() + 1e-14 - 1.0).sum(-1) - 3 * math.log(1e-7)
+    z = loc + 1e-7 * torch.randn(loc.shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(bound, model.log_likelihood(z, x) - kl)
+
+
+def test_encoder_may_return_a_distribution():
+    torch.manual_seed(0)
+    pair = VAE(10, 3, encoder=_PairEncoder(10, 3, scale=0.5), decoder=nn.Linear(3, 10))
+    dist = VAE(10, 3, encoder=_DistributionEncoder(10, 3, scale=0.5), decoder=nn.Linear(3, 10))
+    dist.load_state_dict(pair.state_dict())
+    x = _data("cpu")
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    torch.testing.assert_close(dist.elbo(x, generator=g()), pair.elbo(x, generator=g()))
+    torch.testing.assert_close(
+        dist.iwae_bound(x, 4, generator=g()), pair.iwae_bound(x, 4, generator=g())
+    )
+
+
+def test_min_scale_is_explicit_and_can_be_switched_off():
+    torch.manual_seed(0)
+    default = VAE(10, 2, hidden_sizes=(8,))
+    exact = VAE(10, 2, hidden_sizes=(8,), min_scale=0.0)
+    exact.load_state_dict(default.state_dict())
+    x = _data("cpu")
+    raw = default.encoder(x)[..., 2:]
+    torch.testing.assert_close(default.encode(x).base_dist.scale, F.softplus(raw) + 1e-5)
+    torch.testing.assert_close(exact.encode(x).base_dist.scale, F.softplus(raw), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="min_scale"):
+        VAE(10, 2, min_scale=-1.0)
+
+
+def test_fixed_observation_scale_for_a_gaussian_likelihood():
+    model = VAE(10, 2, hidden_sizes=(8,), likelihood="gaussian", obs_scale=0.1)
+    assert "log_obs_scale" not in dict(model.named_parameters())
+    z = torch.randn(4, 2)
+    torch.testing.assert_close(model.decode(z).base_dist.scale, torch.full((4, 10), 0.1))
+    per_dim = torch.linspace(0.1, 1.0, 10)
+    model = VAE(10, 2, likelihood="gaussian", obs_scale=per_dim)
+    torch.testing.assert_close(model.decode(z).base_dist.scale[0], per_dim)
+    learned = VAE(10, 2, likelihood="gaussian")
+    assert "log_obs_scale" in dict(learned.named_parameters())
+    for bad, message in [
+        (dict(likelihood="bernoulli", obs_scale=0.1), "gaussian"),
+        (dict(likelihood="gaussian", obs_scale=0.0), "positive"),
+        (dict(likelihood="gaussian", obs_scale=torch.ones(3)), r"\(10,\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            VAE(10, 2, **bad)
+
+
+def test_bad_encoder_outputs_are_named():
+    for encoder, message in [
+        (_PairEncoder(10, 2, scale=1.0), "loc must have shape"),
+        (lambda x: "loc", "encoder must return"),
+    ]:
+
+        class Wrap(nn.Module):
+            def forward(self, x, encoder=encoder):
+                return encoder(x)
+
+        model = VAE(10, 3, encoder=Wrap(), decoder=nn.Linear(3, 10))
+        with pytest.raises((ValueError, TypeError), match=message):
+            model.elbo(_data("cpu"))
