@@ -123,6 +123,8 @@ def _mean_autocovariance(chains: Tensor) -> Tensor:
         ``(..., chains, draws) -> (..., draws)``; lag along the last dim.
     """
     num_draws = chains.shape[-1]
+    if chains.numel() == 0:  # no coordinates (an empty event): MKL's FFT rejects empty input
+        return chains.new_zeros((*chains.shape[:-2], num_draws))
     centred = chains - chains.mean(dim=-1, keepdim=True)
     # Zero-pad to >= 2n - 1 so the circular correlation equals the linear one.
     fft_len = _next_fast_len(2 * num_draws - 1)

@@ -47,6 +47,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -185,6 +186,8 @@ def potts_energy(
     References:
         Wu (1982). The Potts model. Rev. Mod. Phys. 54(1).
     """
+    if not bool(torch.isfinite(torch.as_tensor(couplings)).all()):
+        raise ValueError("couplings must be finite")
     agree = _agree(labels, edges)
     if isinstance(couplings, Tensor) and couplings.dim() == 1:
         energy = -(agree.to(couplings.dtype) * couplings).sum(-1)
@@ -214,6 +217,8 @@ def magnetisation(labels: Tensor, num_states: int) -> Tensor:
     Shape:
         ``(R, n)`` -> ``(R,)`` float.
     """
+    if isinstance(num_states, bool) or not isinstance(num_states, int) or num_states < 2:
+        raise ValueError(f"num_states must be an int >= 2, got {num_states!r}")
     n = labels.shape[1]
     counts = torch.zeros(labels.shape[0], num_states, device=labels.device)
     counts = counts.scatter_add_(1, labels, torch.ones_like(labels, dtype=counts.dtype))
@@ -281,8 +286,8 @@ def ising_exact_energy(temperature: float) -> float:
     References:
         Onsager (1944). Crystal statistics I. Phys. Rev. 65(3-4).
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 < temperature < math.inf:
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
     coupling = 1.0 / temperature
     kappa = 2.0 * math.sinh(2 * coupling) / math.cosh(2 * coupling) ** 2
     if abs(kappa - 1.0) < 1e-12:
@@ -296,7 +301,7 @@ def ising_exact_energy(temperature: float) -> float:
 def ising_exact_magnetisation(temperature: float) -> float:
     """Spontaneous magnetisation per site ``(1 - sinh(2/T)^-4)^(1/8)`` below ``T_c``,
     0 above (Onsager 1949; Yang 1952)."""
-    if temperature <= 0:
+    if not 0 < temperature <= math.inf:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if temperature >= ISING_CRITICAL_TEMPERATURE:
         return 0.0
@@ -544,13 +549,36 @@ class _PottsKernel(nn.Module):
         num_states: int,
         *,
         connectivity: int = 4,
-        periodic: bool = True,
+        periodic: bool | None = None,
         device: torch.device | str | None = None,
         **kwargs,
     ):
         """The model on a ``height x width`` lattice with uniform coupling ``beta``
         (the Ising model at temperature T: ``num_states=2, beta=2/T``); checkerboard
-        colouring where it is proper."""
+        colouring where it is proper.
+
+        Args:
+            height, width: the lattice, pixels numbered row-major.
+            beta: the coupling of every edge (``>= 0``).
+            num_states: the number of labels ``q >= 2`` (2: Ising).
+            connectivity: 4 or 8 neighbours, as in
+                :func:`~bayestorch.mcmc.graph.lattice_edges`.
+            periodic: wrap both axes (a torus: the usual setting for the Ising model, and
+                the one whose exact results ``ising_exact_*`` give). Defaults to ``False``
+                like :func:`~bayestorch.mcmc.graph.lattice_edges`; until bayestorch 0.3
+                leaving it out warns (``FutureWarning``), because it defaulted to ``True``.
+            device: where the graph lives.
+            **kwargs: the kernel's other arguments.
+        """
+        if periodic is None:
+            warnings.warn(
+                f"{cls.__name__}.lattice now defaults to periodic=False, like lattice_edges "
+                "(it defaulted to True before); pass periodic=True for the torus or "
+                "periodic=False to silence this warning",
+                FutureWarning,
+                stacklevel=2,
+            )
+            periodic = False
         edges = lattice_edges(
             height, width, connectivity=connectivity, periodic=periodic, device=device
         )
@@ -611,7 +639,7 @@ class SwendsenWang(_PottsKernel):
 
     Example::
 
-        >>> kernel = SwendsenWang.lattice(32, 32, beta=2 / 2.0, num_states=2)
+        >>> kernel = SwendsenWang.lattice(32, 32, beta=2 / 2.0, num_states=2, periodic=True)
         >>> g = torch.Generator().manual_seed(0)
         >>> state = kernel.init(kernel.uniform_labels(8, g))
         >>> state, info = kernel.step(state, g)
