@@ -115,8 +115,8 @@ def main() -> None:
     print("| L | SW (bayestorch) | heat-bath Gibbs | numpy+scipy SW | SW / scipy SW |")
     print("|---:|---:|---:|---:|---:|")
     for size in args.sizes:
-        sw = SwendsenWang.lattice(size, size, beta, 2, device=device)
-        gibbs = PottsGibbs.lattice(size, size, beta, 2, device=device)
+        sw = SwendsenWang.lattice(size, size, beta, 2, periodic=True, device=device)
+        gibbs = PottsGibbs.lattice(size, size, beta, 2, periodic=True, device=device)
         sw_speed = time_kernel(sw, args.replicas, args.sweeps, gen, device)
         gibbs_speed = time_kernel(gibbs, args.replicas, args.sweeps, gen, device)
         scipy_speed = (
@@ -130,8 +130,8 @@ def main() -> None:
         )
 
     size = args.tau_size
-    sw = SwendsenWang.lattice(size, size, beta, 2, device=device)
-    gibbs = PottsGibbs.lattice(size, size, beta, 2, device=device)
+    sw = SwendsenWang.lattice(size, size, beta, 2, periodic=True, device=device)
+    gibbs = PottsGibbs.lattice(size, size, beta, 2, periodic=True, device=device)
     tau_sw, wall_sw = tau_at_critical(sw, sw, *args.tau_sw, 100, gen, size)
     tau_gibbs, wall_gibbs = tau_at_critical(gibbs, sw, *args.tau_gibbs, 100, gen, size)
     # wall seconds per effective draw of one replica: wall / (R N) * 2 tau

@@ -111,7 +111,9 @@ def run(cfg: Config, ctx: RunContext) -> None:
             continue
         if part == "onsager":
             for temperature in cfg.onsager.temperatures:
-                kernel = SwendsenWang.lattice(size, size, 2.0 / temperature, 2, device=ctx.device)
+                kernel = SwendsenWang.lattice(
+                    size, size, 2.0 / temperature, 2, periodic=True, device=ctx.device
+                )
                 state = kernel.init(kernel.uniform_labels(cfg.onsager.replicas, gen))
                 state, _, _ = measure(kernel, state, cfg.onsager.burn_in, gen, kernel.edges, size)
                 _, energy, mag = measure(kernel, state, cfg.onsager.sweeps, gen, kernel.edges, size)
@@ -128,8 +130,12 @@ def run(cfg: Config, ctx: RunContext) -> None:
         else:
             i = cfg.sizes.index(size)
             temperature = ISING_CRITICAL_TEMPERATURE
-            sw = SwendsenWang.lattice(size, size, 2.0 / temperature, 2, device=ctx.device)
-            gibbs = PottsGibbs.lattice(size, size, 2.0 / temperature, 2, device=ctx.device)
+            sw = SwendsenWang.lattice(
+                size, size, 2.0 / temperature, 2, periodic=True, device=ctx.device
+            )
+            gibbs = PottsGibbs.lattice(
+                size, size, 2.0 / temperature, 2, periodic=True, device=ctx.device
+            )
             entry = {}
             for label, kernel, replicas, sweeps in (
                 ("sw", sw, crit.sw_replicas[i], crit.sw_sweeps[i]),

@@ -168,7 +168,7 @@ def test_lattice_fast_path_matches_exact_energy_distribution():
 
 def test_kernels_step_and_reproduce(device):
     for cls in (SwendsenWang, PottsGibbs):
-        kernel = cls.lattice(8, 8, beta=0.8, num_states=3, device=device)
+        kernel = cls.lattice(8, 8, beta=0.8, num_states=3, periodic=True, device=device)
         runs = []
         for _ in range(2):
             gen = torch.Generator(device=device).manual_seed(5)
@@ -218,7 +218,7 @@ def test_colourings_are_proper():
 
 def _ising_run(temperature, ordered_start, sweeps, burn_in, seed):
     L, replicas = 32, 32
-    kernel = SwendsenWang.lattice(L, L, beta=2.0 / temperature, num_states=2)
+    kernel = SwendsenWang.lattice(L, L, beta=2.0 / temperature, num_states=2, periodic=True)
     gen = torch.Generator().manual_seed(seed)
     start = kernel.uniform_labels(replicas, gen)
     state = kernel.init(torch.zeros_like(start) if ordered_start else start)
@@ -282,3 +282,16 @@ def test_bad_input():
         kernel.init(torch.full((2, 9), 3))
     with pytest.raises(ValueError, match="proper colouring"):
         PottsGibbs(edges, 1.0, 3, colours=torch.zeros(9, dtype=torch.long))
+
+
+def test_lattice_periodic_default_agrees_with_lattice_edges():
+    # Before: SwendsenWang.lattice wrapped the axes by default while lattice_edges did not.
+    with pytest.warns(FutureWarning, match="periodic=False"):
+        kernel = SwendsenWang.lattice(4, 6, beta=0.5, num_states=2)
+    assert torch.equal(kernel.edges, lattice_edges(4, 6))
+    torus = PottsGibbs.lattice(4, 6, beta=0.5, num_states=2, periodic=True)
+    assert torch.equal(torus.edges, lattice_edges(4, 6, periodic=True))
+    assert torch.equal(
+        SwendsenWang.lattice(4, 6, beta=0.5, num_states=2, periodic=False).edges,
+        lattice_edges(4, 6, periodic=False),
+    )
