@@ -11,6 +11,20 @@ mini-batch (what ``loss.backward()`` differentiates)::
 with ``eta = lr / num_data`` (so ``lr`` is on the scale of an SGD learning rate on the mean
 loss), friction ``alpha``, temperature ``T`` (1: the posterior; 0: momentum SGD, no noise).
 
+Chen et al.'s symbols and this class's arguments (error messages quote the arguments as
+passed, never the derived symbols)::
+
+    paper (eq. 15)                          here
+    eta      step size on U                 lr / num_data    (so lr = eta * N)
+    alpha    friction (1 - momentum)        friction
+    beta_hat gradient-noise estimate        0, or eta * B_hat / 2 with noise_estimate="bhat"
+    N        data set size                  num_data
+    U        -sum_i log p(x_i | theta)      num_data * loss(theta)
+               - log p(theta)                 + |theta|^2 / (2 prior_std^2)
+
+For example the paper's ``eta = 2e-6`` on ``N = 50,000`` examples is ``lr = 0.1``; an
+``lr`` taken from an SGD recipe on the mean loss carries over unchanged.
+
 Mini-batch noise (DESIGN.md, "SGHMC"). The stochastic gradient ``grad U~`` carries noise of
 covariance ``B``, which adds ``eta^2 B`` to the injected ``2 alpha eta`` per step; uncorrected
 it inflates the posterior spread by about ``eta B / (4 alpha)``. Two choices:
@@ -53,11 +67,12 @@ _NOISE_ESTIMATES = ("none", "bhat")
 
 
 def _check_nonnegative(name: str, value, positive: bool = False) -> float:
+    """``float(value)`` after checking it; errors quote ``value`` as the user passed it."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         rule = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be finite and {rule}, got {value}")
+        raise ValueError(f"{name} must be finite and {rule}, got {value!r}")
     return float(value)
 
 
@@ -69,7 +84,8 @@ class SGHMC(torch.optim.Optimizer):
 
     Args:
         params: parameters or parameter groups (as any torch optimizer).
-        lr: step size on the mean loss; the SGHMC step is ``eta = lr / num_data``.
+        lr: step size on the mean loss; Chen et al.'s step is ``eta = lr / num_data``
+            (the table in the module docstring converts).
         friction: ``alpha`` in (0, 1]: momentum decay per step (``1 - alpha`` is SGD's
             momentum).
         num_data: ``N``, the size of the data set the mean loss is taken over.
@@ -121,9 +137,8 @@ class SGHMC(torch.optim.Optimizer):
         precond_eps: float = 1e-8,
     ):
         _check_nonnegative("lr", lr, positive=True)
-        friction = _check_nonnegative("friction", friction, positive=True)
-        if friction > 1:
-            raise ValueError(f"friction must be in (0, 1], got {friction}")
+        if _check_nonnegative("friction", friction, positive=True) > 1:
+            raise ValueError(f"friction must be in (0, 1], got {friction!r}")
         if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
             raise ValueError(f"num_data must be a positive integer, got {num_data!r}")
         if prior_std is not None:
@@ -134,11 +149,11 @@ class SGHMC(torch.optim.Optimizer):
                 f"noise_estimate must be one of {_NOISE_ESTIMATES}, got {noise_estimate!r}"
             )
         if not 0 <= bhat_decay < 1:
-            raise ValueError(f"bhat_decay must be in [0, 1), got {bhat_decay}")
+            raise ValueError(f"bhat_decay must be in [0, 1), got {bhat_decay!r}")
         if preconditioner not in (None, "rmsprop"):
             raise ValueError(f"preconditioner must be None or 'rmsprop', got {preconditioner!r}")
         if not 0 <= precond_decay < 1:
-            raise ValueError(f"precond_decay must be in [0, 1), got {precond_decay}")
+            raise ValueError(f"precond_decay must be in [0, 1), got {precond_decay!r}")
         _check_nonnegative("precond_eps", precond_eps, positive=True)
         defaults = dict(
             preconditioner=preconditioner,

@@ -233,3 +233,25 @@ def test_state_dict_resumes_exactly(device):
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SGHMC([torch.nn.Parameter(torch.zeros(2))], **kwargs)
+
+
+def test_errors_quote_the_arguments_as_passed():
+    # Before: friction=2 was reported as "got 2.0", a value the user never typed.
+    theta = torch.nn.Parameter(torch.zeros(2))
+    for kwargs, message in [
+        (dict(lr=0.1, friction=2), r"friction must be in \(0, 1\], got 2$"),
+        (dict(lr=-1), r"lr must be finite and > 0, got -1$"),
+        (dict(lr=0.1, bhat_decay=1), r"bhat_decay must be in \[0, 1\), got 1$"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            SGHMC([theta], **kwargs)
+
+
+def test_lr_is_the_paper_eta_times_num_data():
+    # The documented conversion: lr = eta * N gives Chen et al.'s update with step eta.
+    theta = torch.nn.Parameter(torch.tensor([1.0]))
+    eta, num_data = 2e-6, 50_000
+    sampler = SGHMC([theta], lr=eta * num_data, friction=0.1, num_data=num_data, temperature=0)
+    theta.grad = torch.tensor([3.0])  # mean-loss gradient: grad U = N * 3
+    sampler.step()
+    torch.testing.assert_close(theta.detach(), torch.tensor([1.0 - eta * num_data * 3.0]))
