@@ -41,6 +41,9 @@ class ExperimentConfig:
         experiment: the experiment's name in the registry (``experiments/__init__.py``).
         seed: seeds python, numpy and torch, and the generator handed to the library.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        threads: torch's intra-op CPU threads: ``auto`` (the CPUs this process may use,
+            from its affinity mask and cgroup quota; see ``bayestorch.experiment.threads``)
+            or a positive integer.
         output_dir: the run directory.
         resume: continue from the latest checkpoint in ``output_dir``.
         progress: show progress bars (only on a terminal).
@@ -49,6 +52,7 @@ class ExperimentConfig:
     experiment: str
     seed: int = 0
     device: str = "auto"
+    threads: int | Literal["auto"] = "auto"
     output_dir: str = "runs/default"
     resume: bool = False
     progress: bool = True

@@ -39,11 +39,12 @@ from bayestorch.experiment.checkpoint import (
     save_checkpoint,
 )
 from bayestorch.experiment.config import ConfigError, ExperimentConfig, config_to_dict
+from bayestorch.experiment.threads import resolve_threads
 
 __all__ = ["RunContext", "resolve_device", "seed_everything"]
 
 # Keys that may differ between a run and its resumption.
-_RESUMABLE_KEYS = {"resume", "progress", "device", "output_dir"}
+_RESUMABLE_KEYS = {"resume", "progress", "device", "threads", "output_dir"}
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -107,12 +108,16 @@ class RunContext:
             without one); only the main process writes files.
         generator: the run's generator on ``device``, seeded from ``config.seed``; its state
             is checkpointed.
+        threads: torch's intra-op thread count, set from ``config.threads`` (``auto``: the
+            CPUs this process may use, see ``bayestorch.experiment.threads``).
         output_dir, plots_dir, checkpoint_dir: paths of the run directory.
     """
 
     def __init__(self, config: ExperimentConfig, *, keep_checkpoints: int = 2) -> None:
         self.config = config
         self.keep_checkpoints = keep_checkpoints
+        self.threads = resolve_threads(config.threads)
+        torch.set_num_threads(self.threads)
         self.device = distributed.setup(resolve_device(config.device))
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
