@@ -36,6 +36,7 @@ class _PlusMinusOne(constraints.Constraint):
 
 
 plus_minus_one = _PlusMinusOne()
+"""The constraint ``{-1, +1}``: the support of :class:`Rademacher`."""
 
 
 class Rademacher(Distribution):

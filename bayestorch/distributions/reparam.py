@@ -276,6 +276,8 @@ REPARAMETERIZATION_TABLE: dict[str, ReparameterizationEntry] = {
         ("probs",),
     ),
 }
+"""The reparameterisation table: for each family, the transform of parameter-free noise
+that draws it and bayestorch's sampler (``rsample`` draws through it)."""
 
 
 def rsample(

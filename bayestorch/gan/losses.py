@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 LOSSES = ("ns", "wgan-gp")
+"""The GAN losses by name: ``"ns"`` (non-saturating) and ``"wgan-gp"`` (Wasserstein with a
+gradient penalty)."""
 
 
 def check_loss(loss: str) -> str:

@@ -157,6 +157,7 @@ RESAMPLING_SCHEMES: dict[str, Callable[..., Tensor]] = {
     "systematic": systematic,
     "residual": residual,
 }
+"""The resampling schemes by name, each ``(weights, num_samples=None, *, generator) -> indices``."""
 
 
 def resample(

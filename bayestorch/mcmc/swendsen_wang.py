@@ -84,6 +84,8 @@ __all__ = [
 ]
 
 ISING_CRITICAL_TEMPERATURE = 2.0 / math.log(1.0 + math.sqrt(2.0))
+"""Onsager's critical temperature of the 2-D Ising model with ``J = 1``: ``2 / log(1 + sqrt 2)``
+(about 2.269)."""
 
 
 # -- states and infos ---------------------------------------------------------------------

@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 DEFAULT_FAILURE_RATE = 1e-3
+"""The declared probability that a correct implementation fails one statistical assertion."""
 
 # Tolerance on sum(probs) == 1 in chisquare_pvalue (loose enough for float32 softmax).
 _PROBS_SUM_TOL = 1e-6

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 __all__ = ["DEFAULT_MAX_MEMORY", "check_chunk_size", "chunk_slices", "resolve_chunk_size"]
 
-#: Working-memory budget (bytes) of one chunk when ``chunk_size`` is left at ``None``.
-DEFAULT_MAX_MEMORY = 2**28  # 256 MiB
+DEFAULT_MAX_MEMORY = 2**28
+"""Working-memory budget (bytes, 256 MiB) of one chunk when ``chunk_size`` is left at ``None``."""
 
 
 def check_chunk_size(chunk_size: int | None) -> None:
