@@ -121,7 +121,8 @@ def default_likelihood(pixels: Tensor, edges: Tensor) -> SegmentStats:
     """
     y = pixels.double()
     diffs = (y[edges[:, 0]] - y[edges[:, 1]]).abs() if edges.numel() else y - y.mean(0)
-    noise = (diffs.median(0).values / (0.6745 * math.sqrt(2))).clamp(min=1e-3 * y.std() + 1e-12)
+    spread = y.std() if y.numel() > 1 else y.new_zeros(())  # one pixel: no spread (not NaN)
+    noise = (diffs.median(0).values / (0.6745 * math.sqrt(2))).clamp(min=1e-3 * spread + 1e-12)
     if y.shape[1] == 1:
         return NormalInverseGamma(mean=y.mean(0), kappa=0.01, shape=2.0, rate=noise**2)
     return NormalInverseWishart(
@@ -346,8 +347,10 @@ class GeneralisedSwendsenWang(Kernel):
         n, device = self.num_pixels, self.pixels.device
         if labels is None:
             grey = self.pixels.mean(-1)
+            # no more bins than pixels (labels are < n) or than a finite prior's labels
+            bins = min(init_segments, n, getattr(self.prior, "num_labels", n))
             cuts = torch.quantile(
-                grey, torch.linspace(0, 1, init_segments + 1, device=device)[1:-1].double()
+                grey, torch.linspace(0, 1, bins + 1, device=device)[1:-1].double()
             )
             labels = torch.bucketize(grey, cuts)
         if not isinstance(labels, Tensor) or labels.is_floating_point():

@@ -42,7 +42,12 @@ def _as_batch(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     for name, x in (("a", a), ("b", b)):
         if not isinstance(x, Tensor) or x.is_floating_point() or x.dim() not in (1, 2):
             raise TypeError(f"{name} must be an integer tensor of shape (n,) or (batch, n)")
-    a, b = torch.broadcast_tensors(a.long(), b.long())
+    try:
+        a, b = torch.broadcast_tensors(a.long(), b.long())
+    except RuntimeError:
+        raise ValueError(
+            f"a and b must have broadcastable shapes, got {tuple(a.shape)} and {tuple(b.shape)}"
+        ) from None
     if a.shape[-1] < 1:
         raise ValueError("partitions must have at least one item")
     return a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
@@ -53,7 +58,8 @@ def _compact(x: Tensor) -> Tensor:
     batch = x.shape[0]
     offset = (x.min(1, keepdim=True).values - 1) if x.numel() else 0
     x = x - offset
-    code = x + (x.max() + 1) * torch.arange(batch, device=x.device)[:, None]
+    width = (x.max() + 1) if x.numel() else 1  # an empty batch has no labels
+    code = x + width * torch.arange(batch, device=x.device)[:, None]
     _, inverse = torch.unique(code, return_inverse=True)
     return inverse - inverse.min(1, keepdim=True).values
 

@@ -181,6 +181,8 @@ class SwendsenWangSegmentation(nn.Module):
         self.num_states = num_states
         self.register_buffer("data", data)
         m0 = data.mean(0) if prior_mean is None else torch.as_tensor(prior_mean, dtype=data.dtype)
+        if prior_scale is None and data.shape[0] < 2:
+            raise ValueError("data needs >= 2 nodes for the default prior_scale (its variance)")
         b0 = prior_shape * 0.1 * data.var(0) if prior_scale is None else prior_scale
         self.register_buffer("prior_mean", m0.to(data).expand(data.shape[1]).clone())
         self.register_buffer(
