@@ -72,9 +72,12 @@ _ARVIZ_STAT_NAMES = {
 class SampleResult:
     """Draws and per-draw statistics of a run.
 
-    ``stats["num_density_errors"]`` counts, per chain and transition, the proposals at
-    which ``log_prob_fn`` raised an exception (each was rejected as divergent: see
-    ``bayestorch.utils.autograd``); ``num_density_errors`` sums them over the whole run.
+    ``stats["num_density_errors"]`` counts, per chain and transition, the evaluations of
+    ``log_prob_fn`` that raised an exception (see ``bayestorch.utils.autograd``): each
+    rejected the point, which ends an HMC/ChEES trajectory as divergent, a NUTS trajectory
+    as divergent when the chain was still building it (NUTS also evaluates, in lockstep,
+    chains whose trajectory had ended), and is a rejected proposal or a point outside the
+    slice for Metropolis and slice sampling. ``num_density_errors`` sums them over the run.
 
     Shape:
         ``samples``: ``(chains, draws, dim)``; each ``stats[name]``: ``(chains, draws)``,
@@ -519,12 +522,14 @@ def _warn_density_errors(result: SampleResult, runs: list[_Chains]) -> None:
     if total == 0:
         return
     first = next((run.errors.first_error for run in runs if run.errors.first_error), None)
-    example = f"; the first: {type(first).__name__}: {first}" if first is not None else ""
+    message = str(first)[:200] + ("..." if len(str(first)) > 200 else "")
+    example = f"; the first: {type(first).__name__}: {message}" if first is not None else ""
     chains = per_chain.nonzero().flatten().tolist()
     warnings.warn(
-        f"log_prob_fn raised an exception at {total} proposal(s) of chain(s) {chains[:10]}"
-        f"{example}. Each was rejected as a divergent transition and the run went on; "
-        "result.num_density_errors and stats['num_density_errors'] count them per chain",
+        f"log_prob_fn raised an exception at {total} point(s) of chain(s) {chains[:10]}"
+        f"{example}. Each point was rejected (a divergent trajectory for the HMC family) and "
+        "the run went on; result.num_density_errors and stats['num_density_errors'] count "
+        "them per chain",
         DensityErrorWarning,
         stacklevel=3,
     )

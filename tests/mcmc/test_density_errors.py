@@ -79,9 +79,6 @@ def test_issue_reproducer_nuts_runs_on_and_targets_the_right_law():
             progress=False,
         )
     assert int(result.num_density_errors.sum()) > 0
-    # Each error is a divergent transition of its chain (warm-up stats hold them here).
-    errors = result.warmup_stats["num_density_errors"] > 0
-    assert bool(result.warmup_stats["is_divergent"][errors].all())
     # Draws 20 transitions apart in each of 128 chains: nearly independent.
     assert_ks(result.samples[:, 19::20, 0], numerical_cdf(scale_log_density, -8.0, 5.0))
 
@@ -115,6 +112,10 @@ def test_a_density_raising_far_out_is_zero_there_for_every_kernel(kernel, option
         )
     assert int(result.num_density_errors.sum()) > 0
     assert result.stats["num_density_errors"].shape == (16, 100)
+    if kernel in ("hmc", "chees"):  # an error ends the trajectory as divergent (NUTS also
+        # evaluates chains whose trajectory already ended, in lockstep: those count too)
+        errors = result.stats["num_density_errors"] > 0
+        assert bool(errors.any()) and bool(result.stats["is_divergent"][errors].all())
     assert bool((result.samples.abs() < 3).all())
     grid = np.linspace(-3.0, 3.0, 200001)
     density = np.exp([gp_log_density(v) for v in grid])
