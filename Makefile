@@ -37,10 +37,10 @@ typecheck: $(STAMP)
 # The documentation site (MkDocs + mkdocstrings): `make docs` builds site/ with --strict,
 # so a broken link or reference fails; `make docs-serve` previews it with live reload.
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 docs-serve: $(STAMP)
-	$(VENV)/bin/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
