@@ -123,6 +123,8 @@ def check_kernel_invariance(
     """The kernel leaves ``target`` invariant: chains started at exact draws are still
     exact draws after ``num_steps`` steps (KS on every marginal and on the whitened sum,
     the failure rate split over them)."""
+    if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 2:
+        raise ValueError(f"num_chains must be an int >= 2 (a KS test), got {num_chains!r}")
     start = target.sample(num_chains, generator=generator)
     state, _ = run_kernel(kernel, start, num_steps, generator)
     x = _positions(state).detach().double().cpu()

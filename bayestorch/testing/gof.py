@@ -215,6 +215,12 @@ def categorical_counts(samples: Any, num_categories: int) -> np.ndarray:
     References:
         Pearson (1900); the counts feed :func:`chisquare_pvalue`.
     """
+    if (
+        isinstance(num_categories, bool)
+        or not isinstance(num_categories, int)
+        or num_categories < 1
+    ):
+        raise ValueError(f"num_categories must be a positive int, got {num_categories!r}")
     if isinstance(samples, torch.Tensor):
         if samples.is_floating_point() or samples.is_complex():
             raise ValueError(f"samples must be integer category indices, got {samples.dtype}")
@@ -250,6 +256,8 @@ def _pool(observed: np.ndarray, expected: np.ndarray, min_expected: float):
 
 def _chisquare_test(counts: Any, probs: Any, min_expected: float) -> tuple[float, float, int]:
     """Pearson statistic, p-value and degrees of freedom for one row of counts."""
+    if not 0 <= min_expected < float("inf"):
+        raise ValueError(f"min_expected must be finite and >= 0, got {min_expected!r}")
     stats = _scipy_stats()
     n = counts.sum()
     if n == 0:
@@ -385,6 +393,8 @@ def assert_counts(
 def z_threshold(failure_rate: float, num_tests: int = 1) -> float:
     """Two-sided z threshold ``Phi^-1(1 - failure_rate / (2 num_tests))`` (Bonferroni)."""
     _check_failure_rate(failure_rate)
+    if isinstance(num_tests, bool) or not isinstance(num_tests, int) or num_tests < 1:
+        raise ValueError(f"num_tests must be a positive int, got {num_tests!r}")
     return NormalDist().inv_cdf(1.0 - failure_rate / (2.0 * num_tests))
 
 

@@ -24,6 +24,8 @@ def run_kernel(
     The invariance check of the testing contract is: start many chains at exact draws of
     the target, ``run_kernel`` a few steps, and test the marginals (``assert_ks``).
     """
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     state = kernel.init(start, generator=generator) if isinstance(start, Tensor) else start
     info = None
     for _ in range(num_steps):
