@@ -86,6 +86,8 @@ class ChEESHMC(EuclideanKernel):
         positions ``(chains, dim)``; ``ChEESInfo`` fields ``(chains,)`` or ``(chains, dim)``.
     """
 
+    warmup_step_size_per_chain = False  # the harmonic-mean statistic is cross-chain
+
     def __init__(
         self,
         log_prob_fn: LogProbFn,

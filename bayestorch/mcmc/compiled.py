@@ -154,9 +154,13 @@ class TrajectoryFunction:
     def __call__(self, *args):
         if not self.compiled:
             return self.eager(*args)
-        if self._compiled_fn is None:
-            self._compiled_fn = self._build()
         try:
+            if self._compiled_fn is None:
+                # Compiles: torch's own deprecation warnings are not the user's business.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    self._compiled_fn = self._build()
+                    return self._compiled_fn(*args)
             return self._compiled_fn(*args)
         except torch._dynamo.exc.TorchDynamoException as error:
             self.compiled = False

@@ -24,7 +24,13 @@ from bayestorch.mcmc.adaptation.mass_matrix import (
     welford_update,
 )
 from bayestorch.mcmc.adaptation.step_size import find_reasonable_step_size
-from bayestorch.mcmc.adaptation.window import WindowAdaptationState, pool_accept_prob
+from bayestorch.mcmc.adaptation.window import (
+    FULL_WINDOW_SCHEDULE,
+    WindowAdaptationState,
+    pool_accept_prob,
+    pool_step_size,
+    warn_short_warmup,
+)
 from bayestorch.mcmc.base import Kernel, check_initial_log_prob, check_position
 from bayestorch.mcmc.compiled import (
     TrajectoryFunction,
@@ -124,6 +130,12 @@ def hmc_step(
 class EuclideanKernel(Kernel):
     """Shared shell of HMC-family kernels: step size and metric buffers, windowed warm-up.
 
+    Step size: during warm-up every chain runs its own dual averaging (as a single Stan or
+    NumPyro chain would), and the pooled step size sampling uses is the median of the
+    chains' final step sizes (``pool_step_size``). Dual averaging on the mean acceptance
+    over many chains follows a far less noisy statistic than one chain's, so it settles
+    on a larger step: 128 chains on non-centred eight schools diverged 3x as often as 4.
+
     Args:
         log_prob_fn: ``(chains, dim) -> (chains,)``.
         step_size: initial step size; ``None`` picks one by the doubling heuristic at ``init``.
@@ -182,6 +194,10 @@ class EuclideanKernel(Kernel):
             "inverse_mass_matrix", inverse_mass_matrix if inverse_mass_matrix is not None else empty
         )
         self.register_buffer("momentum_factor", empty.clone())
+
+    warmup_step_size_per_chain = True
+    """Warm-up adapts one step size per chain, pooled at the end (see the class docstring);
+    ChEES-HMC, whose statistic is a cross-chain harmonic mean, adapts a pooled one."""
 
     # -- buffers ------------------------------------------------------------------------
     def set_inverse_mass_matrix(self, inverse_mass_matrix: Tensor) -> None:
@@ -254,8 +270,13 @@ class EuclideanKernel(Kernel):
         self._slow_start = int(0.15 * num_warmup) if num_warmup < 150 else 75
         if self._window_ends:
             self._slow_start = min(self._slow_start, self._window_ends[0])
+        if self.adapt_mass_matrix and num_warmup < FULL_WINDOW_SCHEDULE:
+            warn_short_warmup(num_warmup, self._window_ends)
         step = self.step_size
-        if self.adapt_per_chain and step.dim() == 0:
+        self._per_chain_step = self.adapt_per_chain or (
+            self.adapt_step_size and self.warmup_step_size_per_chain
+        )
+        if self._per_chain_step and step.dim() == 0:
             step = step.expand(state.position.shape[0]).clone()
             self.step_size = step
         per_chain = self.adapt_per_chain
@@ -293,18 +314,21 @@ class EuclideanKernel(Kernel):
                         self.dense,
                         generator,
                     )
-                    self.step_size = eps if per_chain else eps.log().mean().exp()
+                    self.step_size = eps if self._per_chain_step else eps.log().mean().exp()
                     da = da_init(self.step_size)
         return WindowAdaptationState(da, welford)
 
     def _step_size_statistic(self, info) -> Tensor:
-        """What dual averaging drives to ``target_accept``: the acceptance statistic, per
-        chain or averaged over chains."""
-        return pool_accept_prob(info.accept_prob, self.adapt_per_chain)
+        """What dual averaging drives to ``target_accept``: each chain's acceptance
+        statistic (warm-up step sizes per chain), or their mean over chains."""
+        return pool_accept_prob(info.accept_prob, self._per_chain_step)
 
     def warmup_finalize(self, adapt_state: WindowAdaptationState) -> None:
         if self.adapt_step_size and bool((adapt_state.dual_averaging.count > 0).all()):
-            self.step_size = da_final(adapt_state.dual_averaging)
+            step = da_final(adapt_state.dual_averaging)
+            if step.dim() > 0 and not self.adapt_per_chain:
+                step = pool_step_size(step)
+            self.step_size = step
 
     def _jittered_step_size(self, state: HMCState, jitter: float, generator) -> Tensor:
         if jitter == 0.0:

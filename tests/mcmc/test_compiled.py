@@ -1,0 +1,180 @@
+"""Compiled trajectories (bayestorch/mcmc/compiled.py): same draws as eager, on-disk cache,
+eager fallback, and ``compile="auto"``.
+
+Compiling costs seconds per graph on CPU, so the compiled runs are built once per module
+(a module-scoped fixture) on one small model and shared by the tests.
+"""
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from bayestorch.mcmc import HMC, NUTS, ChEESHMC, sample
+from bayestorch.mcmc.compiled import AUTO_MIN_WARMUP, TrajectoryFunction, resolve_auto
+from bayestorch.testing.targets import EightSchools
+from bayestorch.utils.autograd import DensityErrorLog
+
+F64 = torch.float64
+TRANSITIONS = 8
+# Compiled kernels fuse operations and may round differently: draws agree to round-off.
+# Over 8 transitions on eight schools the measured difference is below 1e-14.
+TOLERANCE = 1e-10
+
+pytestmark = pytest.mark.slow
+
+
+def _kernel(kind, log_prob, compile):
+    metric = dict(inverse_mass_matrix=torch.full((10,), 0.5, dtype=F64), compile=compile)
+    if kind == "nuts":
+        return NUTS(log_prob, step_size=0.3, max_tree_depth=6, **metric)
+    if kind == "hmc":
+        return HMC(log_prob, num_steps=5, step_size=0.3, step_size_jitter=0.2, **metric)
+    return ChEESHMC(log_prob, trajectory_length=1.5, step_size=0.3, **metric)
+
+
+def _run(kind, chains, compile):
+    target = EightSchools(centred=False)
+    g = torch.Generator().manual_seed(11)
+    kernel = _kernel(kind, target.log_prob, compile)
+    state = kernel.init(torch.rand(chains, 10, generator=g, dtype=F64) * 4 - 2, g)
+    positions, infos = [], []
+    for _ in range(TRANSITIONS):
+        state, info = kernel.step(state, g)
+        positions.append(state.position)
+        infos.append(info)
+    return torch.stack(positions), infos, kernel
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return {
+        (kind, chains, compile): _run(kind, chains, compile)
+        for kind in ("nuts", "hmc", "chees")
+        for chains in (1, 16)
+        for compile in (False, True)
+    }
+
+
+@pytest.mark.parametrize("kind", ["nuts", "hmc", "chees"])
+@pytest.mark.parametrize("chains", [1, 16])
+def test_compiled_draws_equal_eager(runs, kind, chains):
+    eager, eager_info, _ = runs[(kind, chains, False)]
+    compiled, compiled_info, kernel = runs[(kind, chains, True)]
+    assert kernel.use_compiled and all(f.compiled for f in _functions(kernel))
+    assert float((eager - compiled).abs().max()) < TOLERANCE
+    for a, b in zip(eager_info, compiled_info):
+        assert torch.equal(a.num_steps, b.num_steps)
+        assert torch.equal(a.is_divergent, b.is_divergent)
+
+
+def _functions(kernel):
+    (functions,) = kernel.__dict__["_functions"].values()
+    if isinstance(functions, TrajectoryFunction):
+        return [functions]
+    return [functions.begin, functions.leaf, functions.merge]
+
+
+def test_second_process_hits_the_inductor_cache(tmp_path):
+    script = textwrap.dedent(
+        """
+        import torch
+        from torch._dynamo.utils import counters
+        from bayestorch.mcmc import HMC
+
+        def log_prob(x):
+            return -0.5 * (x**2).sum(-1) - 0.1 * (x**4).sum(-1)
+
+        kernel = HMC(log_prob, num_steps=3, step_size=0.2, compile=True)
+        g = torch.Generator().manual_seed(0)
+        state = kernel.init(torch.zeros(2, 3, dtype=torch.float64), g)
+        for _ in range(3):
+            state, _ = kernel.step(state, g)
+        inductor = counters["inductor"]
+        print(inductor["fxgraph_cache_hit"], inductor["fxgraph_cache_miss"])
+        """
+    )
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run() -> tuple[int, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        hits, misses = out.stdout.split()[-2:]
+        return int(hits), int(misses)
+
+    assert run() == (0, 1)  # a cold cache: one graph compiled
+    assert run() == (1, 0)  # a second process: the same graph from the disk cache
+
+
+class _Raises(TrajectoryFunction):
+    def __init__(self, error):
+        super().__init__(lambda x, **kw: x + 1, lambda x: x.sum(-1), compile=True)
+        self.error = error
+
+    def _build(self):
+        def compiled(*args):
+            raise self.error
+
+        return compiled
+
+
+def test_density_error_in_compiled_call_reruns_eagerly():
+    fn = _Raises(ValueError("density raised"))
+    assert torch.equal(fn(torch.zeros(2)), torch.ones(2))
+    assert fn.compiled  # a density error is about this call, not the compiler
+
+
+def test_compiler_failure_warns_and_stays_eager():
+    fn = _Raises(torch._dynamo.exc.TorchDynamoException("boom"))
+    with pytest.warns(RuntimeWarning, match="goes on eagerly"):
+        assert torch.equal(fn(torch.zeros(2)), torch.ones(2))
+    assert not fn.compiled
+
+
+def test_compiled_nuts_rejects_where_the_density_raises():
+    def log_prob(x):
+        if bool((x[:, 0] > 1.5).any()):  # a data-dependent raise: a graph break
+            raise ValueError("outside the support")
+        return -0.5 * (x**2).sum(-1)
+
+    kernel = NUTS(log_prob, step_size=1.2, max_tree_depth=4, compile=True)
+    g = torch.Generator().manual_seed(2)
+    state = kernel.init(torch.zeros(4, 2, dtype=F64), g)
+    errors = DensityErrorLog(num_chains=4)
+    with errors:
+        for _ in range(10):
+            state, info = kernel.step(state, g)
+            assert bool((state.position[:, 0] <= 1.5).all())
+    assert errors.total > 0
+
+
+def test_auto_compiles_long_warmups_only(caplog):
+    cpu = torch.device("cpu")
+    assert not resolve_auto(AUTO_MIN_WARMUP - 1, cpu)[0]
+    chosen, reason = resolve_auto(AUTO_MIN_WARMUP, cpu)
+    assert chosen == ("compiler" in reason or "C++" in reason)
+    target = EightSchools(centred=False)
+    with caplog.at_level(logging.INFO, logger="bayestorch"):
+        result = sample(
+            target.log_prob,
+            torch.zeros(2, 10, dtype=F64),
+            "nuts",
+            num_warmup=30,
+            num_samples=5,
+            progress=False,
+            generator=torch.Generator().manual_seed(0),
+        )
+    assert not result.kernel.use_compiled
+    assert "too short to repay compiling" in result.kernel.compile_reason
+    assert any("compile='auto'" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("bad", ["yes", 1.0, None])
+def test_compile_argument_is_checked(bad):
+    with pytest.raises(ValueError, match="compile must be"):
+        NUTS(lambda x: -(x**2).sum(-1), compile=bad)
