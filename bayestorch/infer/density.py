@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from bayestorch.infer.primitives import lazy_plates
 from bayestorch.infer.runtime import Handler
 from bayestorch.infer.transforms import biject_to
 from bayestorch.infer.vmap_rules import site_log_prob
@@ -48,6 +49,14 @@ class LatentSite:
     support: Any
     event_dim: int
     plates: tuple[tuple[str, int, int], ...]
+
+    def slice(self, z: Tensor) -> Tensor:
+        """This site's unconstrained value in one chain's ``z`` (``(dim,)``), shaped
+        ``unconstrained_shape`` (a view: no reshape where the shape is () or 1-d)."""
+        if len(self.unconstrained_shape) == 0:
+            return z[self.offset]
+        part = z[self.offset : self.offset + self.size]
+        return part if len(self.unconstrained_shape) == 1 else part.view(self.unconstrained_shape)
 
 
 @dataclass(frozen=True)
@@ -159,9 +168,7 @@ class _Run(Handler):
     def process(self, msg: dict[str, Any]) -> None:
         kind, name = msg["type"], msg["name"]
         if kind == "plate":
-            indices = self.density._plate_indices.get(name)
-            if indices is not None:
-                msg["value"] = indices
+            msg["value"] = self.density._indices(name)
             return
         if kind != "sample" or msg["is_observed"]:
             return
@@ -172,13 +179,13 @@ class _Run(Handler):
                 f"its first trace (sites {list(self.density.latent_sites)}); a model must "
                 "visit the same sites every time"
             )
-        u = self.z[site.offset : site.offset + site.size].reshape(site.unconstrained_shape)
+        u = site.slice(self.z)
         fn = msg["fn"]
         transform = biject_to(fn.support)
         value = u if transform is None else transform(u)
         msg["value"] = value
         if transform is not None and self.jacobian:
-            self._add(name + ":jacobian", transform.log_abs_det_jacobian(u, value).sum())
+            self._add(name + ":jacobian", _summed(transform.log_abs_det_jacobian(u, value)))
 
     def postprocess(self, msg: dict[str, Any]) -> None:
         kind, name = msg["type"], msg["name"]
@@ -190,7 +197,7 @@ class _Run(Handler):
             return
         scale = msg["scale"]
         if kind == "factor":
-            self._add(name, msg["value"].sum() * scale)
+            self._add(name, _summed(msg["value"]) * scale)
             return
         log_prob = site_log_prob(msg["fn"], msg["value"])
         if msg["is_observed"]:
@@ -198,10 +205,10 @@ class _Run(Handler):
                 self.pointwise[name] = log_prob
         else:
             self.values[name] = msg["value"]
-        self._add(name, log_prob.sum() * scale if scale != 1.0 else log_prob.sum())
+        self._add(name, _summed(log_prob) * scale if scale != 1.0 else _summed(log_prob))
 
     def _add(self, name: str, term: Tensor) -> None:
-        self.total = self.total + term
+        self.total = term if isinstance(self.total, float) else self.total + term
         if self.density._record_terms:
             self.terms[name] = self.terms.get(name, 0.0) + term
 
@@ -214,6 +221,10 @@ class _Run(Handler):
                 f"{expected}, this run {self.visited}"
                 + (f" (missing {missing})" if missing else "")
             )
+
+
+def _summed(term: Tensor) -> Tensor:
+    return term if term.dim() == 0 else term.sum()
 
 
 class ModelDensity:
@@ -231,7 +242,9 @@ class ModelDensity:
         dim: number of unconstrained coordinates.
         latent_sites, observed_sites: dicts of ``LatentSite`` / ``ObservedSite``.
         deterministic_sites: names of the ``deterministic`` sites.
-        dtype, device: those of the traced latent values (the run's).
+        dtype: the run's: the widest floating dtype among the traced latent values and
+            the observations (float64 data give a float64 run).
+        device: that of the traced latent values.
 
     Shape:
         ``log_prob``: ``(chains, dim) -> (chains,)``.
@@ -242,6 +255,7 @@ class ModelDensity:
             raise TypeError(f"model must be callable, got {type(model).__name__}")
         self.model, self.args, self.kwargs = model, args, kwargs
         self._plate_indices: dict[str, Tensor] = {}
+        self._arange: dict[str, Tensor] = {}
         self._record_pointwise = False
         self._record_terms = False
         self.subsample_generator: torch.Generator | None = None
@@ -277,6 +291,8 @@ class ModelDensity:
             if msg["is_observed"]:
                 self._check_observation(name, fn, msg["value"])
                 self.observed_sites[name] = ObservedSite(name, msg["value"], event_dim, plates)
+                if msg["value"].is_floating_point():
+                    dtypes.append(msg["value"].dtype)
                 continue
             if fn.support.is_discrete:
                 raise ModelError(
@@ -366,7 +382,7 @@ class ModelDensity:
 
     def _run(self, z: Tensor, data: dict[str, Tensor], jacobian: bool = True) -> _Run:
         run = _Run(self, z, jacobian)
-        with run:
+        with run, lazy_plates():
             self.model(*self.args, **{**self.kwargs, **data})
         run.check_complete()
         return run
@@ -445,6 +461,16 @@ class ModelDensity:
             return self._over_chains(lambda zc, data: self._run(zc, data).terms, z)
         finally:
             self._record_terms = False
+
+    def _indices(self, plate_name: str) -> Tensor:
+        """The plate's indices in this evaluation: a fresh subsample, or all (cached)."""
+        indices = self._plate_indices.get(plate_name)
+        if indices is None:
+            indices = self._arange.get(plate_name)
+            if indices is None:
+                indices = torch.arange(self.plates[plate_name], device=self.device)
+                self._arange[plate_name] = indices
+        return indices
 
     def _full_indices(self) -> dict[str, Tensor]:
         return {

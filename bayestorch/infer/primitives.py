@@ -16,7 +16,8 @@ unconstrained space, evaluated for many chains at once (``torch.func.vmap``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -142,12 +143,28 @@ class plate(Handler):  # noqa: N801 - a primitive, named like the others
     def process(self, msg: dict[str, Any]) -> None:
         if msg["type"] not in ("sample", "deterministic", "factor"):
             return
-        size = len(self.indices)
+        size = self.indices.shape[0]
         msg["plates"].append((self.name, self.dim, size))
         if self.subsampled:
             msg["scale"] = msg["scale"] * (self.size / size)
-        if msg["type"] == "sample":
+        if msg["type"] == "sample" and not _LAZY[0]:
             msg["fn"] = _broadcast_to_plate(msg["fn"], msg["name"], self.name, self.dim, size)
+
+
+_LAZY = [False]
+
+
+@contextlib.contextmanager
+def lazy_plates() -> Iterator[None]:
+    """Inside, plates do not expand their sites' distributions: a density evaluation at
+    values whose shapes the first trace checked gets the same log-probs by broadcasting,
+    without building expanded distributions."""
+    previous = _LAZY[0]
+    _LAZY[0] = True
+    try:
+        yield
+    finally:
+        _LAZY[0] = previous
 
 
 def _broadcast_to_plate(fn: Distribution, site: str, plate_name: str, dim: int, size: int):
