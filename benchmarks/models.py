@@ -16,8 +16,9 @@ iterations: ``--pyro-warmup``/``--pyro-samples``), NumPyro (``numpyro.infer.NUTS
 ``bt.infer.mcmc``; the two densities differ by a constant and by round-off, so the runs
 start alike but drift apart: the layer's cost inside the sampler is compared per leapfrog
 step, wall time over the steps the batch executed). ESS/s = min over scalar parameters of
-the bulk ESS / total wall time of the call (model tracing, initialisation, compilation
-included: cold).
+the bulk ESS / total time of the call (model tracing, initialisation, compilation
+included: cold), on the wall clock and on the process-CPU clock (the fairer one on a
+machine shared with other jobs, where a process may get a fraction of a core).
 For NumPyro, *warm* also leaves out the time JAX spent tracing and compiling
 (``JaxCompileClock`` of ``benchmarks/mcmc.py``); the other rows have no compile step
 (warm = cold). The pair ``bt.infer.mcmc`` at the most chains / NumPyro at the most chains
@@ -349,19 +350,33 @@ class Row:
     draws: int  # per chain
     warmup: int
     wall: float  # cold: everything the user waits for
-    wall_warm: float  # without JAX's compilation (NumPyro); = wall elsewhere
+    cpu: float  # process CPU seconds (the fairer clock on a machine shared with other jobs)
     ess: float
+    wall_warm: float | None = None  # without JAX's compilation (NumPyro); = wall elsewhere
+    cpu_warm: float | None = None
     divergent: int | None = None
     grads: float | None = None  # leapfrog steps the batch executed (max over chains)
     extra: dict = field(default_factory=dict)
 
-    @property
-    def ess_per_s(self) -> float:
-        return self.ess / self.wall
+    def __post_init__(self) -> None:
+        self.wall_warm = self.wall if self.wall_warm is None else self.wall_warm
+        self.cpu_warm = self.cpu if self.cpu_warm is None else self.cpu_warm
 
-    @property
-    def ess_per_s_warm(self) -> float:
-        return self.ess / self.wall_warm
+    def rate(self, clock: str, warm: bool = False) -> float:
+        """ESS per second of ``clock`` (``"wall"`` or ``"cpu"``), cold or warm."""
+        return self.ess / getattr(self, clock + ("_warm" if warm else ""))
+
+
+class Clock:
+    """Wall and process-CPU seconds of a ``with`` block."""
+
+    def __enter__(self) -> Clock:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = time.process_time() - self._cpu
 
 
 def stacked(draws: dict, chains: int, num: int) -> Tensor:
@@ -380,19 +395,18 @@ def run_bt_model(case: Case, chains: int, args: argparse.Namespace, seed: int) -
     density_dim = ModelDensity(case.model, *case.args).dim
     init = torch.as_tensor(initial_positions(chains, density_dim, args.seed))
     g = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
-    posterior = bt.infer.mcmc(
-        case.model,
-        *case.args,
-        kernel="nuts",
-        chains=chains,
-        num_warmup=args.num_warmup,
-        num_samples=args.num_samples,
-        init=init,
-        generator=g,
-        progress=False,
-    )
-    wall = time.perf_counter() - t0
+    with Clock() as clock:
+        posterior = bt.infer.mcmc(
+            case.model,
+            *case.args,
+            kernel="nuts",
+            chains=chains,
+            num_warmup=args.num_warmup,
+            num_samples=args.num_samples,
+            init=init,
+            generator=g,
+            progress=False,
+        )
     ess = min_bulk_ess(stacked(posterior.draws, chains, args.num_samples))
     return Row(
         case.name,
@@ -400,8 +414,8 @@ def run_bt_model(case: Case, chains: int, args: argparse.Namespace, seed: int) -
         chains,
         args.num_samples,
         args.num_warmup,
-        wall,
-        wall,
+        clock.wall,
+        clock.cpu,
         ess,
         divergent=posterior.num_divergent,
         grads=executed_steps(posterior.result),
@@ -412,25 +426,24 @@ def run_bt_hand(case: Case, chains: int, args: argparse.Namespace, seed: int) ->
     density_dim = ModelDensity(case.model, *case.args).dim
     init = torch.as_tensor(initial_positions(chains, density_dim, args.seed))
     g = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
-    result = bt.mcmc.sample(
-        case.hand,
-        init,
-        kernel="nuts",
-        num_warmup=args.num_warmup,
-        num_samples=args.num_samples,
-        generator=g,
-        progress=False,
-    )
-    wall = time.perf_counter() - t0
+    with Clock() as clock:
+        result = bt.mcmc.sample(
+            case.hand,
+            init,
+            kernel="nuts",
+            num_warmup=args.num_warmup,
+            num_samples=args.num_samples,
+            generator=g,
+            progress=False,
+        )
     return Row(
         case.name,
         "bt.mcmc.sample NUTS (hand-written)",
         chains,
         args.num_samples,
         args.num_warmup,
-        wall,
-        wall,
+        clock.wall,
+        clock.cpu,
         min_bulk_ess(result.samples),
         divergent=int(result.num_divergent.sum()),
         grads=executed_steps(result),
@@ -452,11 +465,9 @@ def run_pyro(case: Case, chains: int, args: argparse.Namespace, seed: int) -> Ro
         num_chains=chains,
         disable_progbar=True,
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), Clock() as clock:
         warnings.simplefilter("ignore")
-        t0 = time.perf_counter()
         mcmc.run(*model_args)
-        wall = time.perf_counter() - t0
     draws = {k: v.detach() for k, v in mcmc.get_samples(group_by_chain=True).items()}
     ess = min_bulk_ess(stacked(draws, chains, args.pyro_samples))
     divergent = mcmc.diagnostics().get("divergences", {})
@@ -466,8 +477,8 @@ def run_pyro(case: Case, chains: int, args: argparse.Namespace, seed: int) -> Ro
         chains,
         args.pyro_samples,
         args.pyro_warmup,
-        wall,
-        wall,
+        clock.wall,
+        clock.cpu,
         ess,
         divergent=sum(len(v) for v in divergent.values()) if divergent else None,
     )
@@ -479,8 +490,8 @@ def run_numpyro(case: Case, chains: int, args: argparse.Namespace, seed: int) ->
     from numpyro.infer import MCMC, NUTS
 
     model, model_args = case.numpyro()
-    clock = JaxCompileClock.get()
-    compile0 = clock.read()[0]
+    jax_clock = JaxCompileClock.get()
+    compile0 = jax_clock.read()
     mcmc = MCMC(
         NUTS(model, target_accept_prob=0.8, max_tree_depth=10),
         num_warmup=args.num_warmup,
@@ -489,12 +500,11 @@ def run_numpyro(case: Case, chains: int, args: argparse.Namespace, seed: int) ->
         chain_method="vectorized",
         progress_bar=False,
     )
-    t0 = time.perf_counter()
-    mcmc.run(jax.random.PRNGKey(seed), *model_args, extra_fields=("diverging", "num_steps"))
-    draws = mcmc.get_samples(group_by_chain=True)
-    jax.block_until_ready(draws)
-    wall = time.perf_counter() - t0
-    compile_wall = clock.read()[0] - compile0
+    with Clock() as clock:
+        mcmc.run(jax.random.PRNGKey(seed), *model_args, extra_fields=("diverging", "num_steps"))
+        draws = mcmc.get_samples(group_by_chain=True)
+        jax.block_until_ready(draws)
+    compile_wall, compile_cpu = (b - a for a, b in zip(compile0, jax_clock.read()))
     ess = min_bulk_ess(stacked(draws, chains, args.num_samples))
     extra = mcmc.get_extra_fields(group_by_chain=True)
     return Row(
@@ -503,11 +513,13 @@ def run_numpyro(case: Case, chains: int, args: argparse.Namespace, seed: int) ->
         chains,
         args.num_samples,
         args.num_warmup,
-        wall,
-        wall - compile_wall,
+        clock.wall,
+        clock.cpu,
         ess,
+        wall_warm=clock.wall - compile_wall,
+        cpu_warm=clock.cpu - compile_cpu,
         divergent=int(np.asarray(extra["diverging"]).sum()),
-        extra={"compile_s": compile_wall},
+        extra={"compile_s": compile_wall, "compile_cpu_s": compile_cpu},
     )
 
 
@@ -529,28 +541,35 @@ def overhead_table(rows: list[dict]) -> str:
 
 def peers_table(rows: list[Row]) -> str:
     lines = [
-        "| model | method | chains | warm-up + draws | wall s | compile s | min bulk ESS "
-        "| ESS/s cold | ESS/s warm | µs / leapfrog step | divergent |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | method | chains | warm-up + draws | wall s (CPU s) | compile s | min bulk ESS "
+        "| ESS/s cold | ESS/s warm | ESS/CPU-s cold | ESS/CPU-s warm | CPU µs / leapfrog step "
+        "| divergent |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        step = r.wall / r.grads * 1e6 if r.grads else None
+        step = r.cpu / r.grads * 1e6 if r.grads else None
         lines.append(
-            f"| {r.model} | {r.method} | {r.chains} | {r.warmup} + {r.draws} | {fmt(r.wall)} "
-            f"| {fmt(r.extra.get('compile_s'))} | {fmt(r.ess)} | {fmt(r.ess_per_s)} "
-            f"| {fmt(r.ess_per_s_warm)} | {fmt(step)} "
+            f"| {r.model} | {r.method} | {r.chains} | {r.warmup} + {r.draws} "
+            f"| {fmt(r.wall)} ({fmt(r.cpu)}) | {fmt(r.extra.get('compile_s'))} | {fmt(r.ess)} "
+            f"| {fmt(r.rate('wall'))} | {fmt(r.rate('wall', True))} | {fmt(r.rate('cpu'))} "
+            f"| {fmt(r.rate('cpu', True))} | {fmt(step)} "
             f"| {r.divergent if r.divergent is not None else '-'} |"
         )
     return "\n".join(lines)
 
 
+def _both(mine: Row, other: Row, mine_warm: bool, other_warm: bool) -> str:
+    """``x (y CPU)``: ESS/s ratio on the wall clock and on the CPU clock."""
+    wall = mine.rate("wall", mine_warm) / other.rate("wall", other_warm)
+    cpu = mine.rate("cpu", mine_warm) / other.rate("cpu", other_warm)
+    return f"{wall:.2f}x ({cpu:.2f}x CPU)"
+
+
 def ratios_table(rows: list[Row]) -> str:
-    """Per model: model vs hand-written at equal chains (per leapfrog step), and the
-    best bayestorch model row vs NumPyro and Pyro, per repeat of the pair."""
-    lines = [
-        "| model | comparison | ratio |",
-        "|---|---|---:|",
-    ]
+    """Per model: model vs hand-written at equal chains (CPU per leapfrog step), and the
+    best bayestorch model row vs NumPyro and Pyro, per repeat of the pair; ESS/s ratios on
+    the wall clock and (in brackets) on the CPU clock."""
+    lines = ["| model | comparison | ratio |", "|---|---|---:|"]
     for name in dict.fromkeys(r.model for r in rows):
         mine = [r for r in rows if r.model == name]
         model_rows = [r for r in mine if r.method.startswith("bt.infer")]
@@ -559,9 +578,12 @@ def ratios_table(rows: list[Row]) -> str:
             for h in hand_rows:
                 if h.chains == m.chains and h.extra.get("repeat") == m.extra.get("repeat"):
                     lines.append(
-                        f"| {name} | model / hand-written, time per leapfrog step, {m.chains} "
-                        f"chains (repeat {m.extra.get('repeat')}) "
-                        f"| {(m.wall / m.grads) / (h.wall / h.grads):.2f}x |"
+                        f"| {name} | model / hand-written, CPU time per leapfrog step, "
+                        f"{m.chains} chains | {(m.cpu / m.grads) / (h.cpu / h.grads):.2f}x |"
+                    )
+                    lines.append(
+                        f"| {name} | model / hand-written, ESS/s, {m.chains} chains "
+                        f"| {_both(m, h, False, False)} |"
                     )
         for repeat in sorted({r.extra.get("repeat", 0) for r in model_rows}):
             ours = [r for r in model_rows if r.extra.get("repeat", 0) == repeat]
@@ -572,33 +594,31 @@ def ratios_table(rows: list[Row]) -> str:
             ]
             if not ours or not peers:
                 continue
-            best = max(ours, key=lambda r: r.ess_per_s)
-            warm = max(peers, key=lambda r: r.ess_per_s_warm)
-            cold = max(peers, key=lambda r: r.ess_per_s)
+            best = max(ours, key=lambda r: r.rate("cpu"))
+            warm = max(peers, key=lambda r: r.rate("cpu", True))
+            cold = max(peers, key=lambda r: r.rate("cpu"))
             lines.append(
-                f"| {name} | bt model {best.chains} chains / best NumPyro warm "
-                f"({warm.chains} chains), repeat {repeat} "
-                f"| {best.ess_per_s / warm.ess_per_s_warm:.2f}x |"
+                f"| {name} | bt model {best.chains} chains / NumPyro warm {warm.chains} "
+                f"chains, repeat {repeat} | {_both(best, warm, False, True)} |"
             )
             lines.append(
-                f"| {name} | bt model {best.chains} chains / best NumPyro cold "
-                f"({cold.chains} chains), repeat {repeat} "
-                f"| {best.ess_per_s / cold.ess_per_s:.2f}x |"
+                f"| {name} | bt model {best.chains} chains / NumPyro cold {cold.chains} "
+                f"chains, repeat {repeat} | {_both(best, cold, False, False)} |"
             )
             for p in peers:
                 same = [r for r in ours if r.chains == p.chains]
                 if same:
                     lines.append(
-                        f"| {name} | bt model / NumPyro warm at {p.chains} chains, repeat "
-                        f"{repeat} | {same[0].ess_per_s / p.ess_per_s_warm:.2f}x |"
+                        f"| {name} | bt model / NumPyro warm, both {p.chains} chains, repeat "
+                        f"{repeat} | {_both(same[0], p, False, True)} |"
                     )
         pyro = [r for r in mine if r.method.startswith("pyro")]
         if pyro and model_rows:
-            best = max(model_rows, key=lambda r: r.ess_per_s)
-            p = max(pyro, key=lambda r: r.ess_per_s)
+            best = max(model_rows, key=lambda r: r.rate("cpu"))
+            p = max(pyro, key=lambda r: r.rate("cpu"))
             lines.append(
                 f"| {name} | bt model {best.chains} chains / Pyro {p.chains} chain(s) "
-                f"| {best.ess_per_s / p.ess_per_s:.1f}x |"
+                f"| {_both(best, p, False, False)} |"
             )
     return "\n".join(lines)
 
@@ -753,14 +773,13 @@ def main(argv: list[str] | None = None) -> dict:
                     print(
                         f"  {label:16s} repeat {repeat}: wall {row.wall:8.2f} s"
                         + (f" (warm {row.wall_warm:.2f} s)" if row.wall_warm != row.wall else "")
-                        + f"  min bulk ESS {row.ess:9.1f}  ESS/s {row.ess_per_s:9.1f}"
-                        + f" / warm {row.ess_per_s_warm:9.1f}  divergent {row.divergent}",
+                        + f"  CPU {row.cpu:8.2f} s  min bulk ESS {row.ess:9.1f}  ESS/s "
+                        + f"{row.rate('wall'):9.1f} (warm {row.rate('wall', True):9.1f})  "
+                        + f"ESS/CPU-s {row.rate('cpu'):9.1f} (warm {row.rate('cpu', True):9.1f})"
+                        + f"  divergent {row.divergent}",
                         flush=True,
                     )
-                    out["peers"] = [
-                        {**asdict(r), "ess_per_s": r.ess_per_s, "ess_per_s_warm": r.ess_per_s_warm}
-                        for r in rows
-                    ]
+                    out["peers"] = [asdict(r) for r in rows]
                     write_json(args, out)
         out["peers_table"] = peers_table(rows)
         out["ratios_table"] = ratios_table(rows)
