@@ -78,7 +78,7 @@ from bayestorch.testing.targets import (  # noqa: E402
     LogisticRegression,
     ill_conditioned_gaussian,
 )
-from bayestorch.utils.autograd import log_prob_and_grad  # noqa: E402
+from bayestorch.utils.autograd import CompiledLogProb, log_prob_and_grad  # noqa: E402
 
 TARGETS = ("gaussian", "eight_schools", "logistic")
 
@@ -214,22 +214,57 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def compile_kernel(
+    target: Target, kernel: str, init: Tensor, seed: int
+) -> tuple[object, float, float]:
+    """A kernel with ``compile=True`` whose trajectory functions are compiled by a few
+    transitions at ``init``'s shape: returns it and the wall / CPU seconds that took (the
+    compile a user waits for once; inductor's disk cache shortens it in later processes)."""
+    from bayestorch.mcmc import NUTS, ChEESHMC
+
+    cls = NUTS if kernel == "nuts" else ChEESHMC
+    instance = cls(target.log_prob, compile=True)
+    g = torch.Generator(device=init.device).manual_seed(seed + 10_000)
+    t0, c0 = time.perf_counter(), time.process_time()
+    state = instance.init(init, g)
+    for _ in range(3):
+        state, _ = instance.step(state, g)
+    sync(init.device)
+    return instance, time.perf_counter() - t0, time.process_time() - c0
+
+
 def run_bayestorch(
-    target: Target, kernel: str, chains: int, args: argparse.Namespace, seed: int
+    target: Target,
+    kernel: str,
+    chains: int,
+    args: argparse.Namespace,
+    seed: int,
+    compiled: bool = False,
 ) -> Row:
     device = torch.device(args.device)
     init = torch.as_tensor(initial_positions(chains, target.dim, args.seed), device=device)
     g = torch.Generator(device=device).manual_seed(seed)
+    compile_wall = compile_cpu = 0.0
+    kernel_arg: object = kernel
+    kwargs = {} if compiled else {"compile": False}
+    if compiled:
+        kernel_arg, compile_wall, compile_cpu = compile_kernel(target, kernel, init, seed)
+        print(
+            f"  compile ({kernel} x{chains}): {compile_wall:.1f} s wall, {compile_cpu:.1f} s "
+            "CPU in this process (inductor's workers run in others)",
+            flush=True,
+        )
     sync(device)
     t0, c0 = time.perf_counter(), time.process_time()
     result = bt_sample(
         target.log_prob,
         init,
-        kernel=kernel,
+        kernel=kernel_arg,
         num_warmup=args.num_warmup,
         num_samples=args.num_samples,
         generator=g,
         progress=False,
+        **kwargs,
     )
     sync(device)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -237,21 +272,22 @@ def run_bayestorch(
     executed = sum(float(s.max(0).values.sum()) for s in steps if s is not None)
     mean_steps = float(result.stats["num_steps"].double().mean())
     ess = min_bulk_ess(result.samples)
-    extra = {"mean_steps_per_draw": mean_steps}
+    extra = {"mean_steps_per_draw": mean_steps, "compile_wall_s": compile_wall}
     if "tree_depth" in result.stats:
         extra["max_tree_depth_seen"] = int(result.stats["tree_depth"].max())
     if kernel == "chees":
         extra["trajectory_length"] = float(result.kernel.trajectory_length)
+    name = f"bayestorch {'NUTS' if kernel == 'nuts' else 'ChEES-HMC'}"
     return Row(
         target.name,
-        f"bayestorch {'NUTS' if kernel == 'nuts' else 'ChEES-HMC'}",
+        name + (" (compiled)" if compiled else ""),
         chains,
         args.num_samples,
-        wall,
+        wall + compile_wall,
         wall,
         ess,
         ess,
-        cpu,
+        cpu + compile_cpu,
         cpu,
         grads=executed,
         divergent=int(result.num_divergent.sum()),
@@ -453,11 +489,15 @@ def time_call(
     return statistics.median(walls), statistics.median(cpus)
 
 
-def bare_grad_time(target: Target, chains: int, device: torch.device) -> tuple[float, float]:
+def bare_grad_time(
+    target: Target, chains: int, device: torch.device, compiled: bool = False
+) -> tuple[float, float]:
+    """One log-prob + gradient: eager autograd, or ``CompiledLogProb`` (compiled here)."""
     x = torch.as_tensor(initial_positions(chains, target.dim, 0), device=device)
+    fn = CompiledLogProb(target.log_prob) if compiled else target.log_prob
 
     def call() -> None:
-        log_prob_and_grad(target.log_prob, x)
+        log_prob_and_grad(fn, x)
         sync(device)
 
     return time_call(call)
@@ -528,10 +568,10 @@ def print_table(rows: list[Row], overhead: dict, args: argparse.Namespace) -> st
                 same = [
                     getattr(r, warm)
                     for r in mine
-                    if r.chains == n.chains and r.method == "bayestorch NUTS"
+                    if r.chains == n.chains and r.method.startswith("bayestorch NUTS")
                 ]
                 if same:
-                    equal.append(f"{same[0] / getattr(n, warm):.2g}x @{n.chains}")
+                    equal.append(f"{max(same) / getattr(n, warm):.2g}x @{n.chains}")
             goal_lines.append(
                 f"| {name} | {clock} | {fmt(best)} | {fmt(vs_pyro, 2)}x | {fmt(vs_cold, 2)}x "
                 f"| {', '.join(equal) or '-'} |"
@@ -541,13 +581,16 @@ def print_table(rows: list[Row], overhead: dict, args: argparse.Namespace) -> st
 
     over_lines = [
         "",
-        "| target | chains | bare log-prob+grad µs (CPU) | NUTS per leapfrog step µs (CPU) "
-        "| overhead ratio wall (CPU) | leapfrog steps / transition | ms / transition (CPU) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| target | method | chains | bare log-prob+grad µs (CPU) | NUTS per leapfrog step µs "
+        "(CPU) | overhead ratio wall (CPU) | leapfrog steps / transition | ms / transition (CPU) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for (name, chains), o in overhead.items():
+    for key, o in overhead.items():
+        name, chains = key[0], key[1]
+        method = key[2] if len(key) > 2 else "bayestorch NUTS"
         over_lines.append(
-            f"| {name} | {chains} | {o['bare_grad_us']:.0f} ({o['bare_grad_cpu_us']:.0f}) "
+            f"| {name} | {method} | {chains} | {o['bare_grad_us']:.0f} "
+            f"({o['bare_grad_cpu_us']:.0f}) "
             f"| {o['step_us']:.0f} ({o['step_cpu_us']:.0f}) "
             f"| {o['ratio']:.2f} ({o['ratio_cpu']:.2f}) | {o['steps_per_transition']:.1f} "
             f"| {o['transition_ms']:.1f} ({o['transition_cpu_ms']:.1f}) |"
@@ -564,6 +607,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=500)
     p.add_argument("--chains", type=str, default="1,4,128", help="bayestorch NUTS chain counts")
     p.add_argument("--chees-chains", type=str, default="128", help="'' to skip ChEES")
+    p.add_argument(
+        "--compiled-chains", type=str, default="1,4,128", help="compiled NUTS ('' to skip)"
+    )
+    p.add_argument("--compiled-chees-chains", type=str, default="128", help="compiled ChEES")
     p.add_argument("--pyro-warmup", type=int, default=250, help="Pyro is slow: fewer")
     p.add_argument("--pyro-samples", type=int, default=250)
     p.add_argument("--pyro-jit", type=str, default="off,on")
@@ -657,8 +704,14 @@ def main(argv: list[str] | None = None) -> dict:
         def nuts_job(c: int, target: Target = target) -> tuple[str, Callable[[int], Row]]:
             return f"bayestorch NUTS x{c}", lambda s: run_bayestorch(target, "nuts", c, args, s)
 
+        def compiled_job(c: int, kernel: str, target: Target = target):
+            label = f"bayestorch {kernel} compiled x{c}"
+            return label, lambda s: run_bayestorch(target, kernel, c, args, s, compiled=True)
+
         # Cheap rows first, the 128-chain NUTS last (the JSON is rewritten after every row).
         jobs += [nuts_job(c) for c in nuts_chains[:1]]
+        jobs += [compiled_job(c, "nuts") for c in ints(args.compiled_chains)]
+        jobs += [compiled_job(c, "chees") for c in ints(args.compiled_chees_chains)]
         for c in ints(args.chees_chains):
             jobs.append(
                 (
@@ -697,8 +750,10 @@ def main(argv: list[str] | None = None) -> dict:
                 )
             row = median_row(reps)
             rows.append(row)
-            if row.method == "bayestorch NUTS" and row.chains in (1, 128):
-                overhead[(name, row.chains)] = measure_overhead(target, row, args, device)
+            if row.method.startswith("bayestorch NUTS") and row.chains in (1, 128):
+                overhead[(name, row.chains, row.method)] = measure_overhead(
+                    target, row, args, device
+                )
             write_json(args, versions, load, rows, overhead, jax_grad_us, None)
 
         if have_numpyro:
@@ -714,7 +769,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def measure_overhead(target: Target, run: Row, args: argparse.Namespace, device) -> dict:
     """Per leapfrog step of a NUTS run vs one bare log-prob+gradient at the same chain count."""
-    bare_wall, bare_cpu = bare_grad_time(target, run.chains, device)
+    bare_wall, bare_cpu = bare_grad_time(target, run.chains, device, "compiled" in run.method)
     transitions = args.num_warmup + args.num_samples
     o = {
         "bare_grad_us": bare_wall * 1e6,
@@ -728,8 +783,9 @@ def measure_overhead(target: Target, run: Row, args: argparse.Namespace, device)
         "transition_cpu_ms": run.cpu_warm / transitions * 1e3,
     }
     print(
-        f"  overhead x{run.chains}: bare log-prob+grad {o['bare_grad_us']:.0f} µs wall / "
-        f"{o['bare_grad_cpu_us']:.0f} µs CPU; per leapfrog step {o['step_us']:.0f} / "
+        f"  overhead {run.method} x{run.chains}: bare log-prob+grad "
+        f"{o['bare_grad_us']:.0f} µs wall / {o['bare_grad_cpu_us']:.0f} µs CPU; "
+        f"per leapfrog step {o['step_us']:.0f} / "
         f"{o['step_cpu_us']:.0f} µs; ratio {o['ratio']:.2f} / {o['ratio_cpu']:.2f}",
         flush=True,
     )
@@ -751,7 +807,7 @@ def write_json(args, versions, load, rows, overhead, jax_grad_us, table) -> dict
             }
             for r in rows
         ],
-        "overhead": {f"{k[0]}@{k[1]}": v for k, v in overhead.items()},
+        "overhead": {"@".join(map(str, k)): v for k, v in overhead.items()},
         "jax_grad_us": jax_grad_us,
         "markdown": table,
     }
@@ -772,8 +828,8 @@ def report(paths: list[str]) -> str:
             data = json.load(f)
         rows += [Row(**{k: v for k, v in r.items() if k in names}) for r in data["rows"]]
         for key, value in data["overhead"].items():
-            target, chains = key.rsplit("@", 1)
-            overhead[(target, int(chains))] = value
+            target, chains, *method = key.split("@")
+            overhead[(target, int(chains), *method)] = value
     return print_table(rows, overhead, argparse.Namespace())
 
 
