@@ -8,6 +8,7 @@ Each module here defines a ``Config`` dataclass (extending
 REGISTRY: dict[str, str] = {
     "vae": "experiments.vae",
     "posterior": "experiments.posterior",
+    "models": "experiments.models",
     "samplers": "experiments.samplers",
     "gumbel_vae": "experiments.gumbel_vae",
     "stochastic_beam": "experiments.stochastic_beam",

@@ -1,10 +1,12 @@
 """Posterior sampling with HMC / NUTS / ChEES-HMC on three standard models, diagnosed.
 
-Models: (a) Bayesian logistic regression on scikit-learn's breast-cancer data (569
-tumours, 30 standardised features plus an intercept, ``N(0, prior_scale²)`` prior);
-(b) Rubin's eight schools, non-centred (``mu``, ``log tau``, ``eta``), also reported as
-``tau`` and ``theta_j = mu + tau eta_j``; (c) a 100-d Gaussian with variances log-spaced
-over a condition number of 1e4, whose mean and standard deviations are known, so every
+The models are written in bayestorch's model language (``experiments/model_zoo.py``) and
+sampled through ``bt.infer.mcmc``, which maps them to an unconstrained space. Models:
+(a) Bayesian logistic regression on scikit-learn's breast-cancer data (569 tumours, 30
+standardised features plus an intercept, ``N(0, prior_scale²)`` prior); (b) Rubin's
+eight schools, non-centred (``mu``, ``tau``, ``eta``, with ``theta_j = mu + tau eta_j`` a
+deterministic site); (c) a 100-d Gaussian with variances log-spaced over a condition
+number of 1e4, whose mean and standard deviations are known, so every
 coordinate's error is reported in units of its Monte Carlo standard error.
 
 Writes ``summary.json`` (per-parameter mean, sd, HDI, MCSE, bulk and tail ESS,
@@ -12,7 +14,7 @@ rank-normalised split R-hat; divergences; wall time; ESS per second and per 1000
 gradient evaluations; E-BFMI), ``summary.txt`` (the same table as text) and plots: traces,
 rank histograms per chain (Vehtari et al. 2021), the energy distributions (Betancourt
 2016) and a pair plot with the divergent draws marked (on eight schools: ``log tau``
-against ``theta_1``, where the funnel is). A run killed mid-way resumes from the
+against ``theta[0]``, where the funnel is). A run killed mid-way resumes from the
 sampler's snapshot (``resume=true``), drawing exactly what an uninterrupted run draws.
 
 References:
@@ -35,11 +37,13 @@ import torch
 from scipy.stats import chi2
 from torch import Tensor
 
+import bayestorch as bt
 from bayestorch.experiment import ExperimentConfig, RunContext
 from bayestorch.experiment.plots import new_figure
-from bayestorch.mcmc import sample
+from bayestorch.infer.posterior import scalar_names
 from bayestorch.mcmc.diagnostics import format_summary, summary
-from bayestorch.testing.targets import EightSchools, LogisticRegression, ill_conditioned_gaussian
+from bayestorch.testing.targets import ill_conditioned_gaussian
+from experiments import model_zoo
 
 
 @dataclass
@@ -79,19 +83,19 @@ class Config(ExperimentConfig):
 
 @dataclass
 class Model:
-    """A log density on unconstrained ``(chains, dim)`` positions and how to report it."""
+    """A model in the model language with its arguments, and how to report it."""
 
-    log_prob: Any
-    dim: int
-    names: list[str]  # of the reported quantities (after ``report``)
-    report: Any  # (chains, draws, dim) -> (chains, draws, len(names))
-    pair: tuple[str, str]  # the divergence plot's (x, y) reported quantities
+    fn: Any
+    args: tuple
+    kwargs: dict[str, Any]
+    pair: tuple[str, str]  # the divergence plot's (x, y) scalars
+    log_y: bool = False
     true_mean: Tensor | None = None
     true_sd: Tensor | None = None
 
 
 def build_model(cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> Model:
-    """The target of ``cfg.name`` on ``device`` in ``dtype``."""
+    """The model of ``cfg.name`` with its data on ``device`` in ``dtype``."""
     if cfg.name == "logistic":
         from sklearn.datasets import load_breast_cancer
 
@@ -99,35 +103,37 @@ def build_model(cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> M
         x = torch.as_tensor(data.data, dtype=dtype)
         x = (x - x.mean(0)) / x.std(0)
         y = torch.as_tensor(data.target, dtype=dtype)
-        target = LogisticRegression(x.to(device), y.to(device), prior_scale=cfg.prior_scale)
-        names = [str(n).replace(" ", "_") for n in data.feature_names] + ["intercept"]
-        return Model(target.log_prob, target.dim, names, lambda s: s, ("intercept", names[0]))
-    if cfg.name == "eight_schools":
-        target = EightSchools(centred=False)
-
-        def report(s: Tensor) -> Tensor:
-            mu, log_tau, eta = s[..., :1], s[..., 1:2], s[..., 2:]
-            tau = log_tau.exp()
-            return torch.cat([mu, tau, mu + tau * eta, log_tau, eta], -1)
-
-        names = (
-            ["mu", "tau"]
-            + [f"theta_{j}" for j in range(1, 9)]
-            + ["log_tau"]
-            + [f"eta_{j}" for j in range(1, 9)]
+        return Model(
+            model_zoo.logistic_regression,
+            (x.to(device), cfg.prior_scale),
+            {"y": y.to(device)},
+            ("intercept", "w[0]"),
         )
-        return Model(target.log_prob, target.dim, names, report, ("theta_1", "log_tau"))
+    if cfg.name == "eight_schools":
+        (variant, _) = model_zoo.eight_schools(dtype, device)
+        return Model(variant.model, variant.args, {"y": variant.y}, variant.pair, log_y=True)
     target = ill_conditioned_gaussian(cfg.dim, cfg.condition_number, dtype=dtype).to(device)
-    names = [f"x_{i}" for i in range(cfg.dim)]
+    sd = target.variance.sqrt()
     return Model(
-        target.log_prob,
-        cfg.dim,
-        names,
-        lambda s: s,
-        (names[0], names[-1]),  # smallest and largest variance
+        model_zoo.gaussian,
+        (target.mean, sd),
+        {},
+        ("x[0]", f"x[{cfg.dim - 1}]"),  # smallest and largest variance
         true_mean=target.mean,
-        true_sd=target.variance.sqrt(),
+        true_sd=sd,
     )
+
+
+def scalar_columns(draws: dict[str, Tensor]) -> tuple[Tensor, list[str]]:
+    """Every site's draws flattened to scalars, with their names (``theta[3]``).
+
+    Shape: ``{name: (chains, draws, *shape)} -> (chains, draws, scalars)``.
+    """
+    columns, names = [], []
+    for name, value in draws.items():
+        columns.append(value.reshape(*value.shape[:2], -1).double())
+        names.extend(scalar_names(name, value.shape[2:]))
+    return torch.cat(columns, dim=-1), names
 
 
 def _kernel_kwargs(cfg: SamplerConfig) -> dict[str, Any]:
@@ -163,10 +169,8 @@ def run(cfg: Config, ctx: RunContext) -> None:
         )
     model = build_model(cfg.model, dtype, ctx.device)
     generator = ctx.make_generator("mcmc")
-    init = (
-        torch.rand((s.chains, model.dim), generator=generator, dtype=dtype, device=ctx.device) * 2
-        - 1
-    ) * s.init_radius
+    density = bt.infer.ModelDensity(model.fn, *model.args, **model.kwargs)
+    init = density.init(s.chains, generator, strategy="uniform", radius=s.init_radius)
 
     step, extra = ctx.restore({})
     resume = extra.get("snapshot")  # sample() moves it to the chains' device
@@ -190,27 +194,31 @@ def run(cfg: Config, ctx: RunContext) -> None:
             iteration, {}, extra={"snapshot": snapshot, "elapsed": elapsed, "cpu_time": cpu}
         )
 
-    result = sample(
-        model.log_prob,
-        init,
+    posterior = bt.infer.mcmc(
+        model.fn,
+        *model.args,
+        model_kwargs=model.kwargs,
         kernel=s.kernel,
+        chains=s.chains,
         num_warmup=s.num_warmup,
         num_samples=s.num_samples,
+        init=init,
         generator=generator,
         progress=cfg.progress,
         checkpoint_fn=checkpoint,
         checkpoint_every=s.checkpoint_every,
         resume=resume,
-        **_kernel_kwargs(s),
+        kernel_kwargs=_kernel_kwargs(s),
     )
+    result = posterior.result
     wall = elapsed_before + time.perf_counter() - start
     cpu = cpu_before + time.process_time() - cpu_start
     if step:
         ctx.info(f"resumed at iteration {step}; total wall time {wall:.1f} s")
 
-    reported = model.report(result.samples)
+    reported, names = scalar_columns(posterior.draws)
     stats = summary(reported)
-    table = format_summary(stats, names=model.names, max_rows=cfg.table_rows)
+    table = format_summary(stats, names=names, max_rows=cfg.table_rows)
     divergent = result.stats.get("is_divergent", torch.zeros(result.samples.shape[:2]))
     num_divergent = int(divergent.sum())
     gradients = sum(
@@ -241,7 +249,7 @@ def run(cfg: Config, ctx: RunContext) -> None:
         "tuning": {k: v.double().mean() for k, v in result.kernel.tuning_summary().items()},
         "parameters": {
             name: {key: float(value[i]) for key, value in stats.items()}
-            for i, name in enumerate(model.names)
+            for i, name in enumerate(names)
         },
     }
     if bfmi is not None:
@@ -262,6 +270,7 @@ def run(cfg: Config, ctx: RunContext) -> None:
     if bfmi is not None:
         lines.append("E-BFMI per chain: " + ", ".join(f"{b:.2f}" for b in bfmi.tolist()))
     if model.true_mean is not None:
+        dim = len(model.true_mean)
         z_mean = (stats["mean"] - model.true_mean).abs() / stats["mcse_mean"]
         z_sd = (stats["sd"] - model.true_sd).abs() / stats["mcse_sd"]
         rel_sd = (stats["sd"] / model.true_sd - 1).abs()
@@ -270,10 +279,10 @@ def run(cfg: Config, ctx: RunContext) -> None:
         out["max_rel_sd_error"] = float(rel_sd.max())
         out["coords_mean_error_over_4_mcse"] = int((z_mean > 4).sum())
         # Jointly: sum of squared z-scores ~ chi²(dim) if the MCSEs are right.
-        out["mean_error_chi2_pvalue"] = float(chi2.sf(float(z_mean.pow(2).sum()), model.dim))
-        out["sd_error_chi2_pvalue"] = float(chi2.sf(float(z_sd.pow(2).sum()), model.dim))
+        out["mean_error_chi2_pvalue"] = float(chi2.sf(float(z_mean.pow(2).sum()), dim))
+        out["sd_error_chi2_pvalue"] = float(chi2.sf(float(z_sd.pow(2).sum()), dim))
         lines.append(
-            f"vs truth over {model.dim} coordinates: max |mean - truth| / MCSE = "
+            f"vs truth over {dim} coordinates: max |mean - truth| / MCSE = "
             f"{float(z_mean.max()):.2f}, max |sd - truth| / MCSE(sd) = {float(z_sd.max()):.2f}, "
             f"max relative sd error {float(rel_sd.max()):.3f}; chi² p-values of the summed "
             f"squared z-scores: mean {out['mean_error_chi2_pvalue']:.3f}, "
@@ -286,15 +295,14 @@ def run(cfg: Config, ctx: RunContext) -> None:
 
     order = torch.argsort(stats["ess_bulk"].cpu())[: cfg.num_plot_params].tolist()
     draws = reported.detach().cpu().double().numpy()
-    names = [model.names[i] for i in order]
-    plot_traces(ctx, draws[..., order], names)
-    plot_ranks(ctx, draws[..., order], names)
+    shown = [names[i] for i in order]
+    plot_traces(ctx, draws[..., order], shown)
+    plot_ranks(ctx, draws[..., order], shown)
     if "energy" in result.stats:
         plot_energy(ctx, result.stats["energy"].cpu().double().numpy(), bfmi.tolist())
-    x, y = (model.names.index(n) for n in model.pair)
-    plot_divergences(
-        ctx, draws[..., x], draws[..., y], divergent.cpu().numpy().astype(bool), model.pair
-    )
+    x, y = (names.index(n) for n in model.pair)
+    divergent = divergent.cpu().numpy().astype(bool)
+    plot_divergences(ctx, draws[..., x], draws[..., y], divergent, model.pair, log_y=model.log_y)
 
 
 def _snapshot_tuning(snapshot: dict[str, Any]) -> dict[str, Tensor]:
@@ -307,27 +315,36 @@ def _snapshot_tuning(snapshot: dict[str, Any]) -> dict[str, Tensor]:
 # -- plots ------------------------------------------------------------------------------
 
 
-def plot_traces(ctx: RunContext, draws: np.ndarray, names: list[str]) -> None:
-    """One row per parameter: every chain's draws against the iteration."""
+def plot_traces(ctx: RunContext, draws: np.ndarray, names: list[str], name: str = "traces") -> None:
+    """One row per parameter: each chain's draws against the iteration (the first 8)."""
     chains, num, k = draws.shape
     fig, axes = new_figure(k, 1, figsize=(8, 1.6 * k), squeeze=False, sharex=True)
     for j, ax in enumerate(axes[:, 0]):
-        for c in range(chains):
+        for c in range(min(chains, 8)):
             ax.plot(draws[c, :, j], lw=0.5, alpha=0.8, label=f"chain {c}")
         ax.set_ylabel(names[j])
     axes[-1, 0].set_xlabel("draw")
-    axes[0, 0].set_title("traces (parameters of lowest bulk ESS)")
-    ctx.save_figure(fig, "traces")
+    axes[0, 0].set_title(
+        f"traces (parameters of lowest bulk ESS; {min(chains, 8)} of {chains} chains)"
+    )
+    ctx.save_figure(fig, name)
 
 
-def plot_ranks(ctx: RunContext, draws: np.ndarray, names: list[str], bins: int = 20) -> None:
+def plot_ranks(
+    ctx: RunContext,
+    draws: np.ndarray,
+    names: list[str],
+    bins: int = 20,
+    name: str = "ranks",
+    max_chains: int = 8,
+) -> None:
     """Rank histograms per chain: ranks of each chain's draws among all chains' draws.
 
     Uniform histograms (inside the band of ±2 binomial sd shown dashed) mean the chains
     agree; Vehtari et al. (2021) section 4.
     """
     chains, num, k = draws.shape
-    shown = min(chains, 8)
+    shown = min(chains, max_chains)
     fig, axes = new_figure(
         k, shown, figsize=(1.9 * shown, 1.5 * k), squeeze=False, sharex=True, sharey="row"
     )
@@ -349,7 +366,7 @@ def plot_ranks(ctx: RunContext, draws: np.ndarray, names: list[str], bins: int =
             if j == 0:
                 ax.set_title(f"chain {c}", fontsize=9)
     fig.suptitle("rank histograms per chain")
-    ctx.save_figure(fig, "ranks")
+    ctx.save_figure(fig, name)
 
 
 def plot_energy(ctx: RunContext, energy: np.ndarray, bfmi: list[float]) -> None:
@@ -366,9 +383,16 @@ def plot_energy(ctx: RunContext, energy: np.ndarray, bfmi: list[float]) -> None:
 
 
 def plot_divergences(
-    ctx: RunContext, x: np.ndarray, y: np.ndarray, divergent: np.ndarray, names: tuple
+    ctx: RunContext,
+    x: np.ndarray,
+    y: np.ndarray,
+    divergent: np.ndarray,
+    names: tuple,
+    name: str = "divergences",
+    log_y: bool = False,
 ) -> None:
-    """A pair plot of all draws with the divergent ones marked."""
+    """A pair plot of all draws with the divergent ones marked (``y`` on a log axis with
+    ``log_y``: the neck of a funnel)."""
     fig, ax = new_figure(figsize=(5.5, 4.5))
     ok = ~divergent
     ax.scatter(x[ok], y[ok], s=4, alpha=0.4, color="C0", label="draws")
@@ -378,5 +402,7 @@ def plot_divergences(
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
     ax.legend()
+    if log_y:
+        ax.set_yscale("log")
     ax.set_title("divergent transitions")
-    ctx.save_figure(fig, "divergences")
+    ctx.save_figure(fig, name)
