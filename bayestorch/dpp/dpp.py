@@ -448,6 +448,8 @@ def _sample_spectral(
         sample_projection_dpp(eigenvectors[b], keep[:, b], generator, chunk_size=chunk_size)
         for b in range(batch)
     ]
+    if not draws:  # an empty batch of kernels
+        return keep.new_zeros((num_samples, 0, eigenvectors.shape[-2]))
     return torch.stack(draws, dim=1)
 
 
@@ -813,8 +815,9 @@ class DPP(Distribution):
             mask = sample_cholesky(kernel, num, generator, chunk_size=chunk_size)
             return mask.reshape(shape + self.batch_shape + (n,))
         # spectral and dual share the two phases; they differ in how the spectrum is found.
-        mu = self.selection_probs.reshape(batch, -1)
-        vectors = self.spectrum.eigenvectors.reshape(batch, n, -1)
+        mu = self.selection_probs  # explicit sizes: an empty batch cannot infer a -1
+        mu = mu.reshape(batch, mu.shape[-1])
+        vectors = self.spectrum.eigenvectors.reshape(batch, n, mu.shape[-1])
         mask = _sample_spectral(mu, vectors, num, generator, chunk_size)
         return mask.reshape(shape + self.batch_shape + (n,))
 

@@ -51,5 +51,6 @@ def chunk_slices(total: int, size: int) -> Iterator[slice]:
     """
     if total == 0:
         yield slice(0, 0)
+        return
     for start in range(0, total, size):
         yield slice(start, min(start + size, total))
