@@ -35,8 +35,8 @@ import torch
 
 from bayestorch.experiment import ExperimentConfig, RunContext
 from bayestorch.experiment.plots import new_figure
-from bayestorch.segmentation.generalised_sw import GeneralisedSwendsenWang
 from bayestorch.mcmc.graph import lattice_edges
+from bayestorch.segmentation.generalised_sw import GeneralisedSwendsenWang
 from bayestorch.segmentation.partition_estimates import (
     adjusted_rand_index,
     partition_point_estimate,
