@@ -146,7 +146,9 @@ class Rademacher(Distribution):
         return F.logsigmoid(value * logits)
 
     def entropy(self) -> Tensor:
-        return F.binary_cross_entropy_with_logits(self.logits, self.probs, reduction="none")
+        # -p log p - (1 - p) log(1 - p) with 0 log 0 = 0 (probs 0 or 1: entropy 0, not NaN)
+        p = self.probs
+        return -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p))
 
     def enumerate_support(self, expand: bool = True) -> Tensor:
         values = torch.tensor([-1.0, 1.0], dtype=self._param.dtype, device=self._param.device)

@@ -71,8 +71,10 @@ class NormalInverseGamma(SegmentStats):
         rate: Tensor | float = 0.01,
     ) -> None:
         for name, value in (("kappa", kappa), ("shape", shape)):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+            if not 0 < value < math.inf:
+                raise ValueError(f"{name} must be finite and > 0, got {value}")
+        if not bool(torch.isfinite(torch.as_tensor(mean)).all()):
+            raise ValueError(f"mean must be finite, got {mean}")
         rate = torch.as_tensor(rate, dtype=torch.float64)
         if not bool((rate > 0).all()):
             raise ValueError(f"rate must be > 0, got {rate.tolist()}")
@@ -118,9 +120,13 @@ class NormalInverseWishart(SegmentStats):
         dof: float | None = None,
         scale: Tensor | float = 0.01,
     ) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
         dof = dim + 2.0 if dof is None else float(dof)
-        if not kappa > 0:
-            raise ValueError(f"kappa must be > 0, got {kappa}")
+        if not 0 < kappa < math.inf:
+            raise ValueError(f"kappa must be finite and > 0, got {kappa}")
+        if not bool(torch.isfinite(torch.as_tensor(mean)).all()):
+            raise ValueError(f"mean must be finite, got {mean}")
         if not dof > dim - 1:
             raise ValueError(f"dof must be > dim - 1 = {dim - 1}, got {dof}")
         scale = torch.as_tensor(scale, dtype=torch.float64)

@@ -179,6 +179,8 @@ class SwendsenWangSegmentation(nn.Module):
             edges.to(data.device), beta, num_states, num_nodes=data.shape[0], colours=colours
         )
         self.num_states = num_states
+        if not bool(torch.isfinite(data).all()):
+            raise ValueError("data holds NaN or inf values")
         self.register_buffer("data", data)
         m0 = data.mean(0) if prior_mean is None else torch.as_tensor(prior_mean, dtype=data.dtype)
         if prior_scale is None and data.shape[0] < 2:
