@@ -275,6 +275,7 @@ class ModelDensity:
         self.latent_sites: dict[str, LatentSite] = {}
         self.observed_sites: dict[str, ObservedSite] = {}
         self.deterministic_sites: list[str] = []
+        self.deterministic_plates: dict[str, tuple[tuple[str, int, int], ...]] = {}
         self.plates = dict(tracer.plates)
         self._subsampled = {}
         offset = 0
@@ -283,6 +284,7 @@ class ModelDensity:
             plates = tuple(msg["plates"])
             if msg["type"] == "deterministic":
                 self.deterministic_sites.append(name)
+                self.deterministic_plates[name] = plates
                 continue
             if msg["type"] != "sample":
                 continue

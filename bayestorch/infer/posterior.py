@@ -176,6 +176,8 @@ class Posterior:
             elif name in density.observed_sites:
                 site = density.observed_sites[name]
                 dims[name] = _site_dims(name, shape, site.event_dim, site.plates)
+            elif name in density.deterministic_plates:
+                dims[name] = _site_dims(name, shape, 0, density.deterministic_plates[name])
 
         posterior = {}
         for name, value in self.draws.items():

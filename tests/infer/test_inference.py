@@ -27,7 +27,7 @@ def _cdf(dist):
 
 
 # -- conjugate posteriors through bt.infer.mcmc ------------------------------------------
-Y_NORMAL = torch.tensor([1.2, 0.4, 2.1, 1.7, 0.9, 1.4, 2.5, 0.3, 1.1, 1.9])
+Y_NORMAL = torch.tensor([1.2, 0.4, 2.1, 1.7, 0.9, 1.4, 2.5, 0.3, 1.1, 1.9], dtype=torch.float64)
 
 
 def normal_normal(y):
@@ -41,7 +41,7 @@ def beta_binomial(k):
     bt.sample("k", D.Binomial(20, p), obs=k)
 
 
-Y_COUNTS = torch.tensor([3.0, 5.0, 2.0, 4.0, 6.0, 3.0, 1.0, 4.0])
+Y_COUNTS = torch.tensor([3.0, 5.0, 2.0, 4.0, 6.0, 3.0, 1.0, 4.0], dtype=torch.float64)
 
 
 def gamma_poisson(y):
@@ -51,7 +51,7 @@ def gamma_poisson(y):
 
 
 X_CAT = torch.tensor([0, 2, 2, 1, 2, 0, 2, 1, 2, 2])
-ALPHA = torch.tensor([1.0, 2.0, 3.0])
+ALPHA = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
 
 
 def dirichlet_categorical(x):
@@ -191,8 +191,12 @@ def test_simulation_based_calibration_rejects_a_missing_jacobian():
 
 
 # -- ADVI --------------------------------------------------------------------------------
-A = torch.tensor([[0.5, -1.0, 0.3], [1.2, 0.2, -0.7], [-0.4, 0.8, 1.0], [0.9, 0.1, 0.4]])
-Y_LIN = torch.tensor([0.7, -0.3, 1.1, 0.2])
+# Correlated posterior (coordinates 0 and 1: correlation -0.91), so the mean-field
+# variances 1 / precision_ii are 6x below the marginal ones.
+A = torch.tensor(
+    [[1.0, 0.9, 0.2], [0.9, 1.0, 0.1], [0.2, 0.1, 1.0], [1.0, 1.1, 0.0]], dtype=torch.float64
+)
+Y_LIN = torch.tensor([0.7, -0.3, 1.1, 0.2], dtype=torch.float64)
 
 
 def gaussian_linear(a, y):
@@ -215,23 +219,26 @@ def test_advi_recovers_the_gaussian_posterior(guide):
         A,
         Y_LIN,
         guide=guide,
-        num_steps=600,
+        num_steps=1000,
         num_particles=32,
         lr=0.05,
         generator=torch.Generator().manual_seed(3),
         progress=False,
     )
     target = cov if guide == "fullrank" else torch.diag(1 / precision.diagonal())
-    # Stochastic optimisation: the residual error is far below the posterior scale
-    # (sd >= 0.2 here); a guide missing its entropy collapses (covariance -> 0), a
-    # mean-field guide fitting marginal variances would give cov.diagonal() instead.
-    torch.testing.assert_close(fit.guide.loc.detach(), mean, atol=0.01, rtol=0)
-    torch.testing.assert_close(fit.guide.covariance().detach(), target, atol=2e-3, rtol=0)
-    if guide == "meanfield":
-        assert float((cov.diagonal() - target.diagonal()).abs().min()) > 0.01
+    # Stochastic optimisation leaves an error of a few % of the posterior scale; the
+    # tolerance is 5 % of the largest target variance (and 5 % of its sd for the mean).
+    # The wrong variants are far outside it: a mean-field guide fitting the marginal
+    # variances (6x too large here), a full-rank guide without correlations, a guide
+    # without its entropy term (covariance -> 0).
+    scale = float(target.diagonal().max())
+    torch.testing.assert_close(fit.guide.loc.detach(), mean, atol=0.05 * scale**0.5, rtol=0)
+    torch.testing.assert_close(fit.guide.covariance().detach(), target, atol=0.05 * scale, rtol=0)
+    wrong = torch.diag(cov.diagonal())  # marginal variances, no correlation
+    assert float((wrong - target).abs().max()) > 0.5 * scale
     draws = fit.sample(500, torch.Generator().manual_seed(4), chains=2)
     assert draws["x"].shape == (2, 500, 3)
-    assert fit.elbo.shape == (600,) and bool(torch.isfinite(fit.elbo).all())
+    assert fit.elbo.shape == (1000,) and bool(torch.isfinite(fit.elbo).all())
 
 
 def test_advi_checkpoint_resume_equals_an_uninterrupted_fit():
@@ -260,7 +267,10 @@ def test_advi_checkpoint_resume_equals_an_uninterrupted_fit():
 # -- MAP ---------------------------------------------------------------------------------
 def test_map_finds_the_posterior_mode():
     mean, _, _ = _gaussian_posterior()
-    torch.testing.assert_close(bt.infer.map(gaussian_linear, A, Y_LIN)["x"], mean)
+    # L-BFGS stops at a gradient tolerance: the mode to 1e-6 (the posterior sd is 0.2-0.7)
+    torch.testing.assert_close(
+        bt.infer.map(gaussian_linear, A, Y_LIN)["x"], mean, atol=1e-6, rtol=1e-6
+    )
     # Beta(9, 16) posterior: mode 8/23 in p; with the logit Jacobian, 9/25.
     k = torch.tensor(7.0)
     torch.testing.assert_close(bt.infer.map(beta_binomial, k)["p"], torch.tensor(8 / 23))
@@ -327,8 +337,8 @@ def test_predictive_of_families_vmap_cannot_draw_in_place():
 
 
 # -- posterior object, arviz, resume -----------------------------------------------------
-Y8 = torch.tensor([28.0, 8, -3, 7, -1, 1, 18, 12])
-SIGMA8 = torch.tensor([15.0, 10, 16, 11, 9, 11, 10, 18])
+Y8 = torch.tensor([28.0, 8, -3, 7, -1, 1, 18, 12], dtype=torch.float64)
+SIGMA8 = torch.tensor([15.0, 10, 16, 11, 9, 11, 10, 18], dtype=torch.float64)
 
 
 def eight_schools(sigma, y=None):
@@ -347,8 +357,8 @@ def eight_schools_posterior():
     try:
         return bt.infer.mcmc(
             eight_schools,
-            SIGMA8.double(),
-            y=Y8.double(),
+            SIGMA8,
+            y=Y8,
             chains=4,
             num_warmup=150,
             num_samples=100,
@@ -369,16 +379,14 @@ def test_posterior_draws_summary_and_log_likelihood(eight_schools_posterior):
     assert "divergent transitions" in table
     assert set(post.summary()) >= {"mu", "tau", "theta[3]"}
     log_lik = post.log_likelihood()["y"]
-    torch.testing.assert_close(
-        log_lik, D.Normal(post.draws["theta"], SIGMA8.double()).log_prob(Y8.double())
-    )
+    torch.testing.assert_close(log_lik, D.Normal(post.draws["theta"], SIGMA8).log_prob(Y8))
 
 
 def test_to_arviz_supports_loo(eight_schools_posterior):
     post = eight_schools_posterior
     g = torch.Generator().manual_seed(11)
-    pp = bt.infer.predictive(eight_schools, post, SIGMA8.double(), generator=g)
-    prior = bt.infer.predictive(eight_schools, None, SIGMA8.double(), num_samples=50, generator=g)
+    pp = bt.infer.predictive(eight_schools, post, SIGMA8, generator=g)
+    prior = bt.infer.predictive(eight_schools, None, SIGMA8, num_samples=50, generator=g)
     idata = post.to_arviz(posterior_predictive=pp, prior=prior)
     for group in (
         "posterior",
@@ -456,7 +464,7 @@ def test_init_from_constrained_values():
 @pytest.mark.statistical
 def test_prior_draws_of_a_discrete_observed_site_follow_their_law():
     draws = bt.infer.predictive(
-        beta_binomial, None, num_samples=4000, generator=torch.Generator().manual_seed(15)
+        beta_binomial, None, None, num_samples=4000, generator=torch.Generator().manual_seed(15)
     )
     # k ~ Beta-Binomial(20, 2, 3)
     counts = torch.bincount(draws["k"].long(), minlength=21)
