@@ -244,7 +244,7 @@ class ModelDensity:
         deterministic_sites: names of the ``deterministic`` sites.
         dtype: the run's: the widest floating dtype among the traced latent values and
             the observations (float64 data give a float64 run).
-        device: that of the traced latent values.
+        device: the accelerator of the observations or latent draws, if any; else CPU.
 
     Shape:
         ``log_prob``: ``(chains, dim) -> (chains,)``.
@@ -265,7 +265,8 @@ class ModelDensity:
     # -- tracing --------------------------------------------------------------------------
     def _trace(self) -> _Trace:
         tracer = _Trace()
-        with torch.random.fork_rng(devices=[]), _validation(True):
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=cuda), _validation(True):
             torch.manual_seed(0)
             with tracer:
                 self.model(*self.args, **self.kwargs)
@@ -295,6 +296,8 @@ class ModelDensity:
                 self.observed_sites[name] = ObservedSite(name, msg["value"], event_dim, plates)
                 if msg["value"].is_floating_point():
                     dtypes.append(msg["value"].dtype)
+                if msg["value"].device.type != "cpu":
+                    device = msg["value"].device  # the data's accelerator is the run's
                 continue
             if fn.support.is_discrete:
                 raise ModelError(
@@ -326,7 +329,8 @@ class ModelDensity:
             )
             offset += size
             dtypes.append(msg["value"].dtype)
-            device = device or msg["value"].device
+            if msg["value"].device.type != "cpu":
+                device = msg["value"].device
         self._site_order = list(tracer.sites)
         self._subsampled = {
             name: (size, sub)

@@ -116,7 +116,7 @@ def advi(
     *args: Any,
     guide: str = "meanfield",
     num_steps: int = 5000,
-    num_particles: int = 1,
+    num_samples: int = 1,
     lr: float = 0.05,
     init: str = "median",
     init_scale: float = 0.1,
@@ -133,7 +133,7 @@ def advi(
     Args:
         guide: ``"meanfield"`` or ``"fullrank"``.
         num_steps: Adam steps; the learning rate ``lr`` decays to 0 on a cosine.
-        num_particles: draws of the guide per ELBO estimate (one batched evaluation).
+        num_samples: draws of the guide per ELBO estimate (one batched evaluation).
         init: where the guide's mean starts (an init strategy of ``ModelDensity.init``).
         init_scale: the guide's initial standard deviations.
         generator: seeds the initial point, every ELBO draw and the mini-batches.
@@ -143,8 +143,8 @@ def advi(
     """
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
     density = ModelDensity(model, *args, **{**kwargs, **(model_kwargs or {})})
@@ -167,11 +167,12 @@ def advi(
     try:
         for step in range(start, num_steps):
             dist = q.distribution()
-            z = draw(dist, (num_particles,), generator)
+            z = draw(dist, (num_samples,), generator)
             value = density.log_prob(z).mean() + dist.entropy()
             if not bool(torch.isfinite(value)):
                 raise FloatingPointError(
-                    f"advi: the ELBO estimate is not finite at step {step} ({float(value)}); "
+                    f"advi: the ELBO estimate is not finite at step {step} "
+                    f"({float(value.detach())}); "
                     "lower lr or init_scale, or check the model's supports"
                 )
             optimizer.zero_grad()
@@ -182,7 +183,7 @@ def advi(
             if progress:
                 bar.update(1)
                 if step % 50 == 0:
-                    bar.set_postfix(elbo=f"{float(value):.4g}", refresh=False)
+                    bar.set_postfix(elbo=f"{float(value.detach()):.4g}", refresh=False)
             if checkpoint_fn is not None and (step + 1) % checkpoint_every == 0:
                 checkpoint_fn(
                     {

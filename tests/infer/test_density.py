@@ -314,6 +314,7 @@ def test_prior_init_follows_the_prior():
 def test_log_prob_runs_on_the_device_of_its_inputs(device):
     y, sigma = Y.to(device), SIGMA.to(device)
     density = ModelDensity(eight_schools, sigma, y=y)
+    assert density.init(4).device.type == device.type  # the data's device is the run's
     z = torch.randn(8, 10, device=device, dtype=torch.float64)
     lp = density.log_prob(z)
     assert lp.device.type == device.type

@@ -220,7 +220,7 @@ def test_advi_recovers_the_gaussian_posterior(guide):
         Y_LIN,
         guide=guide,
         num_steps=1000,
-        num_particles=32,
+        num_samples=32,
         lr=0.05,
         generator=torch.Generator().manual_seed(3),
         progress=False,
