@@ -156,6 +156,15 @@ def multivariate_normal_rsample(
     References:
         Kingma & Welling (2014), section 2.4 (location-scale families).
     """
+    if (
+        loc.dim() < 1
+        or scale_tril.dim() < 2
+        or scale_tril.shape[-2:] != (loc.shape[-1], loc.shape[-1])
+    ):
+        raise ValueError(
+            f"loc (..., n) and scale_tril (..., n, n) must share n, got shapes "
+            f"{tuple(loc.shape)} and {tuple(scale_tril.shape)}"
+        )
     batch = torch.broadcast_shapes(loc.shape[:-1], scale_tril.shape[:-2])
     shape = torch.Size(sample_shape) + batch + loc.shape[-1:]
     check_generator_device(generator, loc.device)

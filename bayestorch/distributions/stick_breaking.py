@@ -102,5 +102,9 @@ def gem_expected_weights(alpha: float, truncation: int, **tensor_kwargs) -> Tens
     Shape:
         ``(truncation,)``.
     """
+    if not 0 < alpha < float("inf"):
+        raise ValueError(f"alpha must be finite and > 0, got {alpha}")
+    if isinstance(truncation, bool) or not isinstance(truncation, int) or truncation < 1:
+        raise ValueError(f"truncation must be a positive int, got {truncation!r}")
     k = torch.arange(1, truncation + 1, **tensor_kwargs)
     return alpha ** (k - 1) / (1 + alpha) ** k

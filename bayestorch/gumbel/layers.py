@@ -33,6 +33,8 @@ def exponential_anneal(
     References:
         Jang, Gu & Poole (2017), section 3 (the annealing schedule of their experiments).
     """
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be a positive int, got {every!r}")
     held = (int(step) // every) * every
     return max(float(minimum), float(initial) * math.exp(-rate * held))
 
@@ -83,7 +85,8 @@ class GumbelSoftmax(nn.Module):
         if anneal is not None and not callable(anneal):
             if not (math.isfinite(anneal) and anneal >= 0):
                 raise ValueError(f"anneal (the rate r) must be finite and >= 0, got {anneal}")
-            _check_tau(min_tau)
+            if not (isinstance(min_tau, (int, float)) and 0 < min_tau < math.inf):
+                raise ValueError(f"min_tau must be a finite temperature > 0, got {min_tau!r}")
             if min_tau > tau:
                 raise ValueError(f"min_tau={min_tau} must not exceed the initial tau={tau}")
         if int(anneal_every) < 1:

@@ -199,6 +199,8 @@ class KernelTestCase:
 
 
 def _inputs(generator: torch.Generator, *shape: int, dtype: torch.dtype, device: Any) -> Tensor:
+    if shape[-1] < 1:
+        raise ValueError(f"dim (the input dimension) must be >= 1, got {shape[-1]}")
     return torch.randn(*shape, generator=generator, dtype=dtype).to(device)
 
 

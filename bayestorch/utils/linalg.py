@@ -16,6 +16,8 @@ class NotPSDError(ValueError):
 
 def symmetrize(matrix: Tensor) -> Tensor:
     """``(A + A^T) / 2`` over the last two dims: removes round-off asymmetry."""
+    if matrix.dim() < 2 or matrix.shape[-1] != matrix.shape[-2]:
+        raise ValueError(f"matrix must have shape (..., n, n), got {tuple(matrix.shape)}")
     return 0.5 * (matrix + matrix.transpose(-1, -2))
 
 
