@@ -36,6 +36,7 @@ from torch import Tensor
 from bayestorch.utils.autograd import DENSITY_ERRORS, LogProbFn
 
 __all__ = [
+    "AUTO_MAX_CHAINS",
     "AUTO_MIN_WARMUP",
     "TrajectoryFunction",
     "check_compile",
@@ -47,9 +48,14 @@ logger = logging.getLogger(__name__)
 
 AUTO_MIN_WARMUP = 1000
 """``compile="auto"`` compiles for a warm-up at least this long (Stan's default length). A
-cold compile costs 20-60 s on CPU, a warm one (on-disk cache) a few seconds; a compiled NUTS
-leaf saves a few hundred microseconds, so only runs of ~10^5 leapfrog steps repay a cold
-compile (measured in ``benchmarks/mcmc.py``)."""
+cold compile of NUTS costs tens of seconds on CPU, a warm one (on-disk cache) a few; a
+compiled NUTS leaf on a small model saves a few hundred microseconds, so only runs of ~10^5
+leapfrog steps repay a cold compile (measured in ``benchmarks/mcmc.py``)."""
+
+AUTO_MAX_CHAINS = 16
+"""``compile="auto"`` compiles for at most this many chains: beyond, a leaf's arithmetic
+outweighs eager dispatch and the compiled leaf (fixed shapes: its U-turn checkpoints are
+read and written at every tree level) is no faster (eight schools, 128 chains: 1.0-1.4x)."""
 
 
 def check_compile(compile: Any) -> bool | str:
@@ -60,35 +66,35 @@ def check_compile(compile: Any) -> bool | str:
 
 
 def _compiler_available(device: torch.device) -> tuple[bool, str]:
-    if device.type == "cpu":
-        if shutil.which("g++") or shutil.which("c++") or shutil.which("clang++"):
-            return True, "a C++ compiler is available"
-        return False, "no C++ compiler for inductor on CPU"
-    if device.type == "cuda":
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return False, "triton is not installed"
-        return True, "triton is available"
-    return False, f"no inductor backend tested on {device.type}"
+    if shutil.which("g++") or shutil.which("c++") or shutil.which("clang++"):
+        return True, "a C++ compiler is available"
+    return False, "no C++ compiler for inductor on CPU"
 
 
-def resolve_auto(num_warmup: int, device: torch.device) -> tuple[bool, str]:
-    """``compile="auto"``'s choice for a run with ``num_warmup`` warm-up iterations.
+def resolve_auto(num_warmup: int, chains: int, device: torch.device) -> tuple[bool, str]:
+    """``compile="auto"``'s choice for a run of ``chains`` with ``num_warmup`` warm-up steps.
 
-    Compiles when the warm-up is at least ``AUTO_MIN_WARMUP`` long and inductor has a
-    compiler for ``device``; the choice is deterministic (never timed), so a seed gives the
-    same draws on every machine. Returns ``(compile, reason)``.
+    Compiles on CPU (where it was measured) when a C++ compiler is found, the warm-up is at
+    least ``AUTO_MIN_WARMUP`` long and there are at most ``AUTO_MAX_CHAINS`` chains. The
+    choice is deterministic (never timed), so a seed gives the same draws on every machine.
+    Returns ``(compile, reason)``.
     """
+    if device.type != "cpu":
+        return False, f"eager: compiling is not measured on {device.type} yet (compile=True)"
     available, why = _compiler_available(device)
     if not available:
         return False, f"eager: {why}"
+    if chains > AUTO_MAX_CHAINS:
+        return False, (
+            f"eager: at {chains} > {AUTO_MAX_CHAINS} chains compiling does not pay on CPU "
+            "(pass compile=True to compile anyway)"
+        )
     if num_warmup < AUTO_MIN_WARMUP:
         return False, (
             f"eager: a warm-up of {num_warmup} < {AUTO_MIN_WARMUP} iterations is too short "
             "to repay compiling (pass compile=True to compile anyway)"
         )
-    return True, f"compiled: warm-up of {num_warmup} iterations and {why}"
+    return True, f"compiled: {chains} chain(s), warm-up of {num_warmup} iterations, {why}"
 
 
 def func_value_and_grad(log_prob_fn: LogProbFn) -> Callable[[Tensor], tuple[Tensor, Tensor]]:

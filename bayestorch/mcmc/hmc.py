@@ -107,6 +107,10 @@ def hmc_step(
     """
     if factor is None:
         factor = momentum_factor(inverse_mass_matrix, dense)
+    if leapfrog_step is not None and leapfrog_step.compiled and step_size.dim() == 0:
+        # One shape (and stride 1) for every call: a compiled step is not recompiled when a
+        # per-chain warm-up step size becomes a pooled one.
+        step_size = torch.empty_like(state.log_prob).copy_(step_size)
     momentum = sample_momentum(factor, state.position, dense, generator)
     energy0 = -state.log_prob + kinetic_energy(momentum, inverse_mass_matrix, dense)
     start = IntegratorState(state.position, momentum, state.log_prob, state.log_prob_grad)
@@ -264,7 +268,9 @@ class EuclideanKernel(Kernel):
 
     def warmup_init(self, state: HMCState, num_warmup: int) -> WindowAdaptationState:
         if self.compile == "auto":
-            self.use_compiled, self.compile_reason = resolve_auto(num_warmup, state.position.device)
+            self.use_compiled, self.compile_reason = resolve_auto(
+                num_warmup, state.position.shape[0], state.position.device
+            )
             log_compile_choice(type(self).__name__, self.compile_reason)
         self._window_ends = warmup_windows(num_warmup)
         self._slow_start = int(0.15 * num_warmup) if num_warmup < 150 else 75

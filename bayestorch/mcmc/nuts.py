@@ -124,12 +124,14 @@ class _Junction(NamedTuple):
 
 
 def _write_levels(buffer: Tensor, value: Tensor, levels: int | Tensor) -> Tensor:
-    """Write ``value`` into the first ``levels`` levels of ``buffer`` (in place, eager) or
-    where the level mask ``levels`` ``(L,)`` is true (functional, compiled)."""
+    """Write ``value`` into the first ``levels`` levels of ``buffer`` (eager) or where the
+    level mask ``levels`` ``(L,)`` is true (compiled: fixed shapes). In place either way: a
+    compiled function that returned a new buffer would allocate it at every leaf."""
     if isinstance(levels, int):
         buffer[:levels] = value
-        return buffer
-    return torch.where(levels.view(-1, 1, 1, 1), value, buffer)
+    else:
+        buffer.copy_(torch.where(levels.view(-1, 1, 1, 1), value, buffer))
+    return buffer
 
 
 def _nested_turning(
@@ -423,7 +425,7 @@ def nuts_step(
         functions = NUTSFunctions(
             log_prob_fn, dense=dense, divergence_threshold=divergence_threshold
         )
-    eps = step_size.expand(chains).contiguous()
+    eps = torch.empty(chains, **like).copy_(step_size)  # stride 1 even for one chain
 
     p0 = sample_momentum(factor, x, dense, generator)
     psharp0 = velocity(p0, inverse_mass_matrix, dense)

@@ -15,7 +15,12 @@ import pytest
 import torch
 
 from bayestorch.mcmc import HMC, NUTS, ChEESHMC, sample
-from bayestorch.mcmc.compiled import AUTO_MIN_WARMUP, TrajectoryFunction, resolve_auto
+from bayestorch.mcmc.compiled import (
+    AUTO_MAX_CHAINS,
+    AUTO_MIN_WARMUP,
+    TrajectoryFunction,
+    resolve_auto,
+)
 from bayestorch.testing.targets import EightSchools
 from bayestorch.utils.autograd import DensityErrorLog
 
@@ -153,11 +158,13 @@ def test_compiled_nuts_rejects_where_the_density_raises():
     assert errors.total > 0
 
 
-def test_auto_compiles_long_warmups_only(caplog):
+def test_auto_compiles_long_few_chain_cpu_runs_only(caplog):
     cpu = torch.device("cpu")
-    assert not resolve_auto(AUTO_MIN_WARMUP - 1, cpu)[0]
-    chosen, reason = resolve_auto(AUTO_MIN_WARMUP, cpu)
-    assert chosen == ("compiler" in reason or "C++" in reason)
+    assert not resolve_auto(AUTO_MIN_WARMUP - 1, 1, cpu)[0]
+    assert not resolve_auto(AUTO_MIN_WARMUP, AUTO_MAX_CHAINS + 1, cpu)[0]
+    assert not resolve_auto(AUTO_MIN_WARMUP, 1, torch.device("meta"))[0]
+    chosen, reason = resolve_auto(AUTO_MIN_WARMUP, AUTO_MAX_CHAINS, cpu)
+    assert chosen == ("no C++ compiler" not in reason)
     target = EightSchools(centred=False)
     with caplog.at_level(logging.INFO, logger="bayestorch"):
         result = sample(
