@@ -72,7 +72,7 @@ class ADVIConfig:
     guide: Literal["meanfield", "fullrank"] = "meanfield"
     num_steps: int = 5000
     lr: float = 0.05
-    num_particles: int = 4  # guide draws per ELBO estimate
+    num_particles: int = 4  # guide draws per ELBO estimate (advi's num_samples)
     num_draws: int = 4000  # guide draws for the summary and LOO
 
 
@@ -104,6 +104,8 @@ def _check(cfg: Config) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"'{key}' must be >= 1, got {value}")
+    if cfg.advi.num_steps >= _STEP:
+        raise ConfigError(f"'advi.num_steps' must be < {_STEP}, got {cfg.advi.num_steps}")
     if cfg.nuts.num_samples < 4 or cfg.advi.num_draws < 4:
         raise ConfigError("'nuts.num_samples' and 'advi.num_draws' must be >= 4")
     for key, value in {
@@ -127,20 +129,30 @@ def load_variants(cfg: ModelConfig, dtype: torch.dtype, device: torch.device):
     )
 
 
+_STEP = 1_000_000  # metrics steps of variant k lie in [k * _STEP, (k + 1) * _STEP)
+
+
 def run(cfg: Config, ctx: RunContext) -> None:
     _check(cfg)
     variants = load_variants(cfg.model, getattr(torch, cfg.dtype), ctx.device)
     generator = ctx.make_generator("models")
-    out: dict[str, Any] = {"model": cfg.model.name, "device": str(ctx.device), "variants": {}}
-    texts = []
+    # A checkpoint after each variant: a resumed run skips the variants it finished (their
+    # plots are on disk) and, with the generator restored, draws what an uninterrupted
+    # run draws for the rest.
+    _, extra = ctx.restore({})
+    results: dict[str, Any] = extra.get("results", {})
+    texts: list[str] = extra.get("texts", [])
     for index, variant in enumerate(variants):
-        result, text = fit_variant(variant, cfg, ctx, generator, step=index)
-        out["variants"][variant.name] = result
+        if variant.name in results:
+            continue
+        result, text = fit_variant(variant, cfg, ctx, generator, step=index * _STEP)
+        results[variant.name] = result
         texts.append(text)
-    out["divergences"] = {n: r["nuts"]["divergences"] for n, r in out["variants"].items()}
+        ctx.save_checkpoint((index + 1) * _STEP, {}, extra={"results": results, "texts": texts})
+    out: dict[str, Any] = {"model": cfg.model.name, "device": str(ctx.device), "variants": results}
+    out["divergences"] = {n: r["nuts"]["divergences"] for n, r in results.items()}
     out["elpd_loo"] = {
-        n: {m: r[m]["loo"]["elpd_loo"] for m in ("nuts", "advi")}
-        for n, r in out["variants"].items()
+        n: {m: r[m]["loo"]["elpd_loo"] for m in ("nuts", "advi")} for n, r in results.items()
     }
     text = "\n\n".join(texts)
     ctx.write_text("summary", text)
@@ -149,7 +161,8 @@ def run(cfg: Config, ctx: RunContext) -> None:
 
 
 def fit_variant(variant, cfg: Config, ctx: RunContext, generator: torch.Generator, step: int):
-    """NUTS and ADVI on one model variant; returns its summary dict and text, writes plots."""
+    """NUTS and ADVI on one model variant; returns its summary dict and text, writes plots.
+    ``step``: where its metrics start in ``metrics.jsonl``."""
     model, args, kwargs = variant.model, variant.args, variant.kwargs
     start = time.perf_counter()
     nuts = bt.infer.mcmc(
@@ -179,7 +192,7 @@ def fit_variant(variant, cfg: Config, ctx: RunContext, generator: torch.Generato
             guide=cfg.advi.guide,
             num_steps=cfg.advi.num_steps,
             lr=cfg.advi.lr,
-            num_particles=cfg.advi.num_particles,
+            num_samples=cfg.advi.num_particles,
             generator=generator,
             progress=cfg.progress,
         )
@@ -187,7 +200,7 @@ def fit_variant(variant, cfg: Config, ctx: RunContext, generator: torch.Generato
     advi = fit.posterior(cfg.advi.num_draws, generator)
     elbo = fit.elbo.detach().cpu().double()
     for i in range(0, len(elbo), max(1, len(elbo) // 100)):
-        ctx.log(1_000_000 * step + i, variant=variant.name, advi_elbo=float(elbo[i]))
+        ctx.log(step + i, variant=variant.name, advi_elbo=float(elbo[i]))
 
     nuts_stats, advi_stats = nuts.summary(), advi.summary()
     divergent = nuts.stats["is_divergent"]
@@ -212,7 +225,7 @@ def fit_variant(variant, cfg: Config, ctx: RunContext, generator: torch.Generato
     }
     comparison = compare(nuts_stats, advi_stats, variant.compare)
     result["nuts_vs_advi"] = comparison
-    ctx.log(1_000_000 * step + len(elbo), variant=variant.name, nuts_wall_time_s=nuts_time)
+    ctx.log(step + len(elbo), variant=variant.name, nuts_wall_time_s=nuts_time)
 
     # Posterior predictive checks, on the training data and (if any) the held-out data.
     predictive = {}
@@ -284,8 +297,12 @@ def compare(
 
 
 def loo(posterior: Posterior) -> dict[str, float]:
-    """PSIS-LOO of the draws by arviz; Pareto-k warnings are reported, not raised."""
-    idata = posterior.to_arviz()
+    """PSIS-LOO of the draws by arviz; Pareto-k warnings are reported (``max_pareto_k``,
+    the count above 0.7), not raised."""
+    with warnings.catch_warnings():
+        # arviz guesses the layout when chains outnumber draws; ours is (chains, draws).
+        warnings.filterwarnings("ignore", message="More chains")
+        idata = posterior.to_arviz()
     import arviz
 
     with warnings.catch_warnings():

@@ -65,6 +65,35 @@ def test_smoke_reports_divergences_of_both_parameterisations(tmp_path):
     assert set(summary["elpd_loo"]["centred"]) == {"nuts", "advi"}
 
 
+def _without_times(tree):
+    if isinstance(tree, dict):
+        return {k: _without_times(v) for k, v in tree.items() if k != "wall_time_s"}
+    return tree
+
+
+def test_a_run_killed_between_variants_resumes_to_the_same_summary(tmp_path, monkeypatch):
+    import experiments.models as module
+
+    reference = tmp_path / "reference"
+    assert main([SMOKE, f"output_dir={reference}", *TINY], REGISTRY) == 0
+    fit_variant = module.fit_variant
+
+    def killed_on_the_second(variant, *args, **kwargs):
+        if variant.name == "centred":
+            raise KeyboardInterrupt
+        return fit_variant(variant, *args, **kwargs)
+
+    out = tmp_path / "killed"
+    monkeypatch.setattr(module, "fit_variant", killed_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        main([SMOKE, f"output_dir={out}", *TINY], REGISTRY)
+    monkeypatch.setattr(module, "fit_variant", fit_variant)
+    assert main([SMOKE, f"output_dir={out}", "resume=true", *TINY], REGISTRY) == 0
+    expected = json.loads((reference / "summary.json").read_text())
+    resumed = json.loads((out / "summary.json").read_text())
+    assert _without_times(resumed) == _without_times(expected)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
