@@ -2,7 +2,7 @@
 
 The wheel is built from a copy of the package sources (an in-tree build would reuse a stale
 ``build/`` folder), without dependencies and without build isolation (setuptools comes from
-the test environment), then installed with ``pip --target`` into an empty folder: what a
+the test extra), then installed with ``pip --target`` into an empty folder: what a
 fresh virtualenv's ``pip install .`` puts into site-packages, without resolving torch.
 """
 
@@ -25,7 +25,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    pytest.importorskip("setuptools")
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
