@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import warnings
 from types import ModuleType
 
@@ -123,3 +124,13 @@ def on_files(files, config):
     for path, content in _PAGES.items():
         files.append(File.generated(config, path, content=content))
     return files
+
+
+# Sphinx roles in the docstrings (":class:`Foo`", ":func:`~a.b.c`") render as Markdown code
+# after a literal role name; drop the role, and shorten a "~"-prefixed path to its last part.
+_ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|obj|exc):(?=<code>)")
+_TILDE = re.compile(r"<code>~(?:[\w]+\.)*([\w]+)</code>")
+
+
+def on_page_content(html, page, config, files):
+    return _TILDE.sub(r"<code>\1</code>", _ROLE.sub("", html))
