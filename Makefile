@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/vae_digits.yaml
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint typecheck docs docs-serve format bench clean
+.PHONY: run test test-fast fuzz lint typecheck docs docs-serve format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# The property-based fuzz suite of every public entry point (tests/fuzz) with ten times the
+# examples of `make test`, random seeds (HYPOTHESIS_PROFILE=ci is the derandomised default).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=nightly $(PY) -m pytest -q tests/fuzz $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -46,8 +51,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# models.py in full (500 + 1000 iterations, 128 chains, two repeats) takes over an hour on
+# 2 cores: its smoke run (--quick) here, the full command in docs/benchmarks/models.md.
 bench: $(STAMP)
 	for b in vae mcmc mcmc_chains gumbel gp dpp kalman swendsen_wang segmentation gan distributed; do $(PY) benchmarks/$$b.py || exit 1; done
+	$(PY) benchmarks/models.py --quick
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache .ruff_cache .mypy_cache
