@@ -76,14 +76,26 @@ def test_python_blocks_run(page: Path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # files an example writes stay out of the repository
     torch.manual_seed(0)
     namespace: dict = {"__name__": f"docs_{page.stem}"}
-    for block in runnable:
-        error = None
-        try:
-            exec(compile(block.code, f"{_page_id(page)}:{block.line}", "exec"), namespace)
-        except Exception:
-            error = traceback.format_exc()
-        if error is not None:
-            pytest.fail(f"{_page_id(page)}: the block at line {block.line} failed\n{error}", False)
+    # global torch settings an example may change must not leak into the other tests
+    dtype, threads, grad = (
+        torch.get_default_dtype(),
+        torch.get_num_threads(),
+        torch.is_grad_enabled(),
+    )
+    try:
+        for block in runnable:  # the blocks of a page share its settings, in order
+            error = None
+            try:
+                exec(compile(block.code, f"{_page_id(page)}:{block.line}", "exec"), namespace)
+            except Exception:
+                error = traceback.format_exc()
+            if error is not None:
+                message = f"{_page_id(page)}: the block at line {block.line} failed\n{error}"
+                pytest.fail(message, False)
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_num_threads(threads)
+        torch.set_grad_enabled(grad)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_page_id)
