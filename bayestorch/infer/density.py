@@ -179,6 +179,7 @@ class _Run(Handler):
                 f"its first trace (sites {list(self.density.latent_sites)}); a model must "
                 "visit the same sites every time"
             )
+        assert self.z is not None
         u = site.slice(self.z)
         fn = msg["fn"]
         transform = biject_to(fn.support)
@@ -369,7 +370,9 @@ class ModelDensity:
                 f"+ event {tuple(fn.event_shape)}); they must match (or the distribution "
                 "broadcast to the observation)"
             )
-        inside = fn.support.check(value)
+        support = fn.support
+        assert support is not None
+        inside = support.check(value)
         if not bool(inside.all()):
             bad = (~inside).nonzero()[:5].tolist()
             raise ModelError(

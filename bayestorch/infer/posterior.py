@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bayestorch.infer.density import ModelDensity
+from bayestorch.infer.density import LatentSite, ModelDensity, ObservedSite
 from bayestorch.mcmc import diagnostics
 
 __all__ = ["Posterior", "constrain_draws", "scalar_names"]
@@ -170,6 +170,7 @@ class Posterior:
             return value.detach().cpu().numpy()
 
         def site_dims(name: str, shape: torch.Size) -> None:
+            site: LatentSite | ObservedSite
             if name in density.latent_sites:
                 site = density.latent_sites[name]
                 dims[name] = _site_dims(name, shape, site.event_dim, site.plates)

@@ -128,7 +128,7 @@ class plate(Handler):  # noqa: N801 - a primitive, named like the others
                     f"plate {self.name!r} uses batch dim {self.dim}, already taken by the "
                     f"enclosing plate {other.name!r}"
                 )
-        msg = {
+        msg: dict[str, Any] = {
             "type": "plate",
             "name": self.name,
             "args": (self.size, self.subsample_size),
@@ -143,6 +143,7 @@ class plate(Handler):  # noqa: N801 - a primitive, named like the others
     def process(self, msg: dict[str, Any]) -> None:
         if msg["type"] not in ("sample", "deterministic", "factor"):
             return
+        assert self.indices is not None and self.dim is not None  # set by __enter__
         size = self.indices.shape[0]
         msg["plates"].append((self.name, self.dim, size))
         if self.subsampled:

@@ -81,7 +81,7 @@ class PositiveDefiniteVectorTransform(LowerCholeskyVectorTransform):
     ``L -> L L^T`` (Muirhead 1982, Thm 2.1.9) times that of the exponentiated diagonal.
     """
 
-    codomain = constraints.positive_definite
+    codomain = constraints.positive_definite  # type: ignore[assignment]
 
     def _call(self, u: Tensor) -> Tensor:
         lower = super()._call(u)
@@ -110,10 +110,11 @@ def biject_to(constraint: constraints.Constraint) -> Transform | None:
     """
     if _is_real(constraint):
         return None
+    lower = getattr(constraint, "lower_bound", None)
     if (
         type(constraint) in (constraints.greater_than, constraints.greater_than_eq)
-        and isinstance(constraint.lower_bound, numbers.Number)
-        and constraint.lower_bound == 0
+        and isinstance(lower, numbers.Number)
+        and lower == 0
     ):
         return ExpTransform()
     base = constraint

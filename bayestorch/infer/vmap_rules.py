@@ -8,6 +8,9 @@ torch.distributions batches as it is (checked family by family in the tests).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, Geometric, Independent, Multinomial
@@ -27,7 +30,10 @@ def _geometric(fn: Geometric, value: Tensor) -> Tensor:
     return failures + probs.log()
 
 
-_RULES = {Multinomial: _multinomial, Geometric: _geometric}
+_RULES: dict[type, Callable[[Any, Tensor], Tensor]] = {
+    Multinomial: _multinomial,
+    Geometric: _geometric,
+}
 
 
 def site_log_prob(fn: Distribution, value: Tensor) -> Tensor:
