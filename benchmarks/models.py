@@ -528,12 +528,14 @@ def run_numpyro(case: Case, chains: int, args: argparse.Namespace, seed: int) ->
 
 def overhead_table(rows: list[dict]) -> str:
     lines = [
-        "| model | chains | hand-written µs / grad | model µs / grad | ratio wall (CPU) |",
+        "| model | chains | hand-written µs / grad, wall (CPU) | model µs / grad, wall (CPU) "
+        "| ratio, wall (CPU) |",
         "|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['chains']} | {r['hand_us']:.0f} | {r['model_us']:.0f} "
+            f"| {r['model']} | {r['chains']} | {r['hand_us']:.0f} ({r['hand_cpu_us']:.0f}) "
+            f"| {r['model_us']:.0f} ({r['model_cpu_us']:.0f}) "
             f"| {r['ratio']:.2f} ({r['ratio_cpu']:.2f}) |"
         )
     return "\n".join(lines)
@@ -567,7 +569,7 @@ def _both(mine: Row, other: Row, mine_warm: bool, other_warm: bool) -> str:
 
 def ratios_table(rows: list[Row]) -> str:
     """Per model: model vs hand-written at equal chains (CPU per leapfrog step), and the
-    best bayestorch model row vs NumPyro and Pyro, per repeat of the pair; ESS/s ratios on
+    best bayestorch model row vs NumPyro and Pyro, per seed (repeat) of the pair; ESS/s ratios on
     the wall clock and (in brackets) on the CPU clock."""
     lines = ["| model | comparison | ratio |", "|---|---|---:|"]
     for name in dict.fromkeys(r.model for r in rows):
@@ -576,7 +578,7 @@ def ratios_table(rows: list[Row]) -> str:
         hand_rows = [r for r in mine if r.method.startswith("bt.mcmc")]
         for m in model_rows:
             for h in hand_rows:
-                if h.chains == m.chains and h.extra.get("repeat") == m.extra.get("repeat"):
+                if h.chains == m.chains and h.extra.get("seed") == m.extra.get("seed"):
                     lines.append(
                         f"| {name} | model / hand-written, CPU time per leapfrog step, "
                         f"{m.chains} chains | {(m.cpu / m.grads) / (h.cpu / h.grads):.2f}x |"
@@ -585,12 +587,10 @@ def ratios_table(rows: list[Row]) -> str:
                         f"| {name} | model / hand-written, ESS/s, {m.chains} chains "
                         f"| {_both(m, h, False, False)} |"
                     )
-        for repeat in sorted({r.extra.get("repeat", 0) for r in model_rows}):
-            ours = [r for r in model_rows if r.extra.get("repeat", 0) == repeat]
+        for seed in sorted({r.extra.get("seed", 0) for r in model_rows}):
+            ours = [r for r in model_rows if r.extra.get("seed", 0) == seed]
             peers = [
-                r
-                for r in mine
-                if r.method.startswith("numpyro") and r.extra.get("repeat", 0) == repeat
+                r for r in mine if r.method.startswith("numpyro") and r.extra.get("seed", 0) == seed
             ]
             if not ours or not peers:
                 continue
@@ -599,18 +599,18 @@ def ratios_table(rows: list[Row]) -> str:
             cold = max(peers, key=lambda r: r.rate("cpu"))
             lines.append(
                 f"| {name} | bt model {best.chains} chains / NumPyro warm {warm.chains} "
-                f"chains, repeat {repeat} | {_both(best, warm, False, True)} |"
+                f"chains, seed {seed} | {_both(best, warm, False, True)} |"
             )
             lines.append(
                 f"| {name} | bt model {best.chains} chains / NumPyro cold {cold.chains} "
-                f"chains, repeat {repeat} | {_both(best, cold, False, False)} |"
+                f"chains, seed {seed} | {_both(best, cold, False, False)} |"
             )
             for p in peers:
                 same = [r for r in ours if r.chains == p.chains]
                 if same:
                     lines.append(
-                        f"| {name} | bt model / NumPyro warm, both {p.chains} chains, repeat "
-                        f"{repeat} | {_both(same[0], p, False, True)} |"
+                        f"| {name} | bt model / NumPyro warm, both {p.chains} chains, seed "
+                        f"{seed} | {_both(same[0], p, False, True)} |"
                     )
         pyro = [r for r in mine if r.method.startswith("pyro")]
         if pyro and model_rows:
@@ -768,7 +768,7 @@ def main(argv: list[str] | None = None) -> dict:
             for repeat in range(args.repeats):
                 for label, job in peer_jobs(case, args, have_pyro, have_numpyro, repeat):
                     row = job(args.seed + repeat)
-                    row.extra["repeat"] = repeat
+                    row.extra["seed"] = args.seed + repeat
                     rows.append(row)
                     print(
                         f"  {label:16s} repeat {repeat}: wall {row.wall:8.2f} s"
@@ -799,7 +799,11 @@ def report(paths: list[str]) -> dict:
         with open(path) as f:
             data = json.load(f)
         over += data.get("overhead", [])
-        rows += [Row(**{k: v for k, v in r.items() if k in fields}) for r in data.get("peers", [])]
+        for r in data.get("peers", []):
+            row = Row(**{k: v for k, v in r.items() if k in fields})
+            if "seed" not in row.extra:  # files written before rows named their seed
+                row.extra["seed"] = data["args"]["seed"] + row.extra.get("repeat", 0)
+            rows.append(row)
         states += [data.get("state_start"), data.get("state_end")]
     out = {"overhead_table": overhead_table(over) if over else ""}
     if rows:
