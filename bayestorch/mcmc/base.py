@@ -59,9 +59,9 @@ def check_initial_log_prob(log_prob: Tensor, position: Tensor) -> None:
         failure = density_failure(log_prob)
         if failure is not None:
             rows, error = failure
-            error.add_note(
-                f"log_prob_fn raised this at the initial position of chain(s) {rows[:10]}"
-            )
+            note = f"log_prob_fn raised this at the initial position of chain(s) {rows[:10]}"
+            if hasattr(error, "add_note"):  # Python >= 3.11; 3.10 re-raises it as it is
+                error.add_note(note)
             raise error
         chains = bad.nonzero().flatten().tolist()
         raise ValueError(
