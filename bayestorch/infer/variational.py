@@ -11,6 +11,7 @@ variational inference on mini-batches (its log-likelihood scaled by ``N / B``).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -39,16 +40,24 @@ class GaussianGuide(nn.Module):
 
     def __init__(self, loc: Tensor, kind: str = "meanfield", init_scale: float = 0.1) -> None:
         super().__init__()
+        if not isinstance(loc, Tensor) or not loc.is_floating_point():
+            raise TypeError(f"loc must be a floating torch.Tensor, got {type(loc).__name__}")
+        if loc.dim() != 1 or loc.shape[0] < 1:
+            raise ValueError(f"loc must have shape (dim,) with dim >= 1, got {tuple(loc.shape)}")
+        if not bool(torch.isfinite(loc).all()):
+            raise ValueError("loc holds NaN or inf")
+        if not isinstance(kind, str):
+            raise TypeError(f"kind must be a str, got {type(kind).__name__}")
         if kind not in GUIDES:
-            raise ValueError(f"unknown guide {kind!r}; choose one of {GUIDES}")
-        if not init_scale > 0:
-            raise ValueError(f"init_scale must be > 0, got {init_scale}")
+            raise ValueError(f"kind must be one of {GUIDES}, got {kind!r}")
+        if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)):
+            raise TypeError(f"init_scale must be a real number, got {type(init_scale).__name__}")
+        if not (math.isfinite(init_scale) and init_scale > 0):
+            raise ValueError(f"init_scale must be finite and > 0, got {init_scale!r}")
         self.kind = kind
         dim = loc.shape[-1]
         self.loc = nn.Parameter(loc.detach().clone())
-        log_scale = torch.full(
-            (dim,), float(torch.tensor(init_scale).log()), dtype=loc.dtype, device=loc.device
-        )
+        log_scale = torch.full((dim,), math.log(init_scale), dtype=loc.dtype, device=loc.device)
         if kind == "meanfield":
             self.log_scale = nn.Parameter(log_scale)
         else:
@@ -147,6 +156,8 @@ def advi(
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
+    if guide not in GUIDES:
+        raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
     density = ModelDensity(model, *args, **{**kwargs, **(model_kwargs or {})})
     density.subsample_generator = generator
     loc = density.init(1, generator, strategy=init)[0]

@@ -42,9 +42,6 @@ KNOWN_BUGS: dict[tuple[str, str], str] = {
     ("gp.gaussian_log_evidence", "values"): (
         "bug: gaussian_log_evidence checks no shapes (expand RuntimeError), nor chol (NaN)"
     ),
-    ("infer.GaussianGuide", "values"): (
-        "bug: GaussianGuide(kind='x') says 'unknown guide'; NaN loc accepted"
-    ),
     ("mcmc.ChEESHMC", "values"): (
         "bug: ChEESHMC(trajectory_length=inf) OverflowError, NaN an unnamed error"
     ),
@@ -99,7 +96,6 @@ KNOWN_BUGS: dict[tuple[str, str], str] = {
     ("gp.relu_expectations", "types"): _TYPES_BUG,
     ("gumbel.stochastic_beam_log_weights", "types"): _TYPES_BUG,
     ("gumbel.truncated_gumbel", "types"): _TYPES_BUG,
-    ("infer.GaussianGuide", "types"): _TYPES_BUG,
     ("infer.biject_to", "types"): _TYPES_BUG,
     ("infer.factor", "types"): _TYPES_BUG,
     ("mc.importance_ess", "types"): _TYPES_BUG,

@@ -104,9 +104,5 @@ def test_mlp_negative_width():
     _contract(lambda: bt.vi.mlp(-1, (3,), 2), "in_features")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: GaussianGuide(kind='x') says 'unknown guide', not the argument's name kind",
-)
-def test_gaussian_guide_kind_is_named():
+def test_gaussian_guide_kind_is_named():  # was a known bug, fixed
     _contract(lambda: bt.infer.GaussianGuide(torch.zeros(2), kind="x"), "kind")
