@@ -15,8 +15,8 @@ _METHODS = (("nuts", "NUTS", "C0"), ("advi", "ADVI", "C1"))
 
 def plot_comparison(ctx: RunContext, rows: dict, elbo: np.ndarray, name: str) -> None:
     """Each scalar's ADVI mean against its NUTS mean (error bars: the sds), the sds
-    against each other (log axes), and the ELBO trace of ADVI."""
-    fig, axes = new_figure(1, 3, figsize=(14, 4.2))
+    against each other, and the ELBO trace of ADVI."""
+    fig, axes = new_figure(1, 3, figsize=(15, 4.2), gridspec_kw={"wspace": 0.3})
     values = {k: np.array([r[k] for r in rows.values()]) for k in next(iter(rows.values()))}
     ax = axes[0]
     ax.errorbar(
@@ -36,7 +36,7 @@ def plot_comparison(ctx: RunContext, rows: dict, elbo: np.ndarray, name: str) ->
     ax.set_ylabel("ADVI posterior mean")
     ax.set_title("means (bars: ±1 sd)")
     ax = axes[1]
-    ax.loglog(values["nuts_sd"], values["advi_sd"], "o", ms=3)
+    ax.plot(values["nuts_sd"], values["advi_sd"], "o", ms=3)
     low = min(values["nuts_sd"].min(), values["advi_sd"].min())
     high = max(values["nuts_sd"].max(), values["advi_sd"].max())
     ax.plot([low, high], [low, high], "k--", lw=0.8)
