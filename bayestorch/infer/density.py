@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,9 +116,15 @@ def simulate(fn: Callable[[Any], Any], inputs: Any) -> Any:
     to one run per element (simulation only: densities never loop over chains).
     """
     try:
-        return vectorised(fn, inputs, randomness="different")
+        with warnings.catch_warnings():
+            # vmap's loop fallback for an op without a batching rule (Gamma's in-place
+            # clamp_): take the one-run-per-element path below instead of warning.
+            warnings.filterwarnings("error", message="There is a performance drop")
+            return vectorised(fn, inputs, randomness="different")
+    except UserWarning:
+        pass
     except ModelError as error:
-        if not isinstance(error.__cause__, RuntimeError):  # a model error, not vmap's
+        if not isinstance(error.__cause__, (RuntimeError, UserWarning)):  # a model error
             raise
     pytree = torch.utils._pytree
     num = pytree.tree_leaves(inputs)[0].shape[0]

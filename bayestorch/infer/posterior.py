@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,8 +157,6 @@ class Posterior:
         predictive / prior draws passed in (``bt.infer.predictive``'s output; prior draws
         ``(num_samples, ...)`` become one chain). Dims are named after plates."""
         try:
-            import warnings
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # arviz's refactor notice
                 import arviz
@@ -200,6 +199,35 @@ class Posterior:
             return {n: numpy(v if chains else v.unsqueeze(0)) for n, v in draws.items()}
 
         stats = {_ARVIZ_STAT_NAMES.get(k, k): numpy(v) for k, v in self.stats.items()}
+        with warnings.catch_warnings():
+            # many short chains are this library's normal layout, not a transposed array
+            warnings.filterwarnings("ignore", message="More chains")
+            return self._from_dict(
+                arviz,
+                posterior,
+                stats,
+                log_lik,
+                observed,
+                dims,
+                as_chains,
+                posterior_predictive,
+                prior,
+                prior_predictive,
+            )
+
+    @staticmethod
+    def _from_dict(
+        arviz,
+        posterior,
+        stats,
+        log_lik,
+        observed,
+        dims,
+        as_chains,
+        posterior_predictive,
+        prior,
+        prior_predictive,
+    ):
         return arviz.from_dict(
             posterior=posterior,
             sample_stats=stats or None,

@@ -123,7 +123,7 @@ SBC = {
     "normal_scale": (normal_scale, "y", "sigma"),
     "beta_binomial": (beta_binomial_hierarchy, "k", "kappa"),
 }
-REPLICATIONS, DRAWS, THIN = 200, 100, 10  # ranks in 0..10 from 10 thinned draws
+REPLICATIONS, DRAWS, THIN = 160, 100, 10  # ranks in 0..10 from 10 thinned draws
 
 
 def _sbc_ranks(model, data_site, broken_site=None):
@@ -134,7 +134,7 @@ def _sbc_ranks(model, data_site, broken_site=None):
     data = prior.pop(data_site)
     kwargs = dict(
         chains=REPLICATIONS,
-        num_warmup=200,
+        num_warmup=100,
         num_samples=DRAWS,
         thin=THIN,
         generator=g,
@@ -518,3 +518,29 @@ def test_sghmc_on_a_subsampled_model_targets_the_conjugate_posterior():
     # scale of the plate would have a variance 10x too large.
     ratio = float(post.draws["mu"].var() / var)
     assert 0.75 < ratio < 1.25, ratio
+
+
+def test_predictive_with_a_gamma_prior_under_warnings_as_errors():
+    def model(y=None):
+        rate = bt.sample("rate", D.Gamma(2.0, 1.0))
+        with bt.plate("data", 3):
+            bt.sample("y", D.Poisson(rate), obs=y)
+
+    draws = bt.infer.predictive(
+        model, None, num_samples=50, generator=torch.Generator().manual_seed(18)
+    )
+    assert draws["rate"].shape == (50,) and bool((draws["rate"] > 0).all())
+    assert draws["y"].shape == (50, 3)
+
+
+def test_to_arviz_with_more_chains_than_draws():
+    post = bt.infer.mcmc(
+        beta_binomial,
+        torch.tensor(7.0),
+        chains=8,
+        num_warmup=10,
+        num_samples=4,
+        generator=torch.Generator().manual_seed(19),
+        progress=False,
+    )
+    assert post.to_arviz().posterior["p"].shape == (8, 4)
