@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 
 from bayestorch.utils.autograd import DENSITY_ERRORS, LogProbFn
 
@@ -157,16 +158,26 @@ class TrajectoryFunction:
 
         return torch.compile(_own_code(call), dynamic=False)
 
+    def _first_call(self, *args):
+        # Dynamo's first compilation in a process turns torch.distributions' argument
+        # validation off for everyone (``TorchPatcher.patch``): a silent global change to the
+        # user's densities, which then return NaN where they raised. Restore the setting.
+        # torch's own deprecation warnings while compiling are not the user's business.
+        validate = Distribution._validate_args
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._compiled_fn = self._build()
+                return self._compiled_fn(*args)
+        finally:
+            Distribution.set_default_validate_args(validate)
+
     def __call__(self, *args):
         if not self.compiled:
             return self.eager(*args)
         try:
             if self._compiled_fn is None:
-                # Compiles: torch's own deprecation warnings are not the user's business.
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    self._compiled_fn = self._build()
-                    return self._compiled_fn(*args)
+                return self._first_call(*args)
             return self._compiled_fn(*args)
         except torch._dynamo.exc.TorchDynamoException as error:
             self.compiled = False

@@ -341,11 +341,33 @@ def _merge(
     return traj, (~done).any()
 
 
-class NUTSFunctions:
-    """The three functions of a NUTS transition for one log density, eager or compiled.
+def _merge_begin(
+    traj: _Trajectory,
+    sub: _Subtree,
+    junction: _Junction,
+    log_u: Tensor,
+    log_u_direction: Tensor,
+    step_size: Tensor,
+    inverse_mass_matrix: Tensor,
+    *,
+    log_prob_fn=None,
+    value_and_grad=None,
+    dense: bool,
+) -> tuple[_Trajectory, Tensor, _Subtree, _Junction]:
+    """``_merge`` this doubling, then ``_begin`` the next one (unused if none goes on)."""
+    traj, any_going = _merge(traj, sub, junction, log_u, dense=dense)
+    sub, junction = _begin(
+        traj, log_u_direction, step_size, inverse_mass_matrix, sub.start, sub.end, dense=dense
+    )
+    return traj, any_going, sub, junction
 
-    ``begin`` starts a doubling, ``leaf`` adds one leapfrog step to the subtree, ``merge``
-    ends the doubling (see ``bayestorch.mcmc.compiled.TrajectoryFunction``).
+
+class NUTSFunctions:
+    """The functions of a NUTS transition for one log density, eager or compiled.
+
+    ``begin`` starts the first doubling, ``leaf`` adds one leapfrog step to the subtree,
+    ``merge_begin`` ends a doubling and starts the next (one call per doubling; see
+    ``bayestorch.mcmc.compiled.TrajectoryFunction``).
     """
 
     def __init__(
@@ -365,7 +387,7 @@ class NUTSFunctions:
             dense=dense,
             divergence_threshold=divergence_threshold,
         )
-        self.merge = TrajectoryFunction(_merge, log_prob_fn, compile, dense=dense)
+        self.merge_begin = TrajectoryFunction(_merge_begin, log_prob_fn, compile, dense=dense)
         self._masks: dict = {}
 
     def levels(self, leaf: int, depth: int, device: torch.device) -> tuple[int, int] | Tensor:
@@ -409,7 +431,8 @@ def nuts_step(
             by default.
 
     Randomness per doubling at depth ``j``: one ``(2 + 2^j, chains)`` block of uniforms
-    (direction, merge, one per leaf), so eager and compiled paths consume the same draws.
+    (direction, merge, one per leaf), drawn before the previous doubling's merge, so eager and
+    compiled paths consume the same draws.
 
     Shape:
         state fields ``(chains, ...)``; ``NUTSInfo`` fields ``(chains,)``.
@@ -448,9 +471,15 @@ def nuts_step(
     start = torch.zeros((max_tree_depth, 3, chains, dim), **like)
     end = torch.zeros((max_tree_depth, 2, chains, dim), **like)
 
+    def uniforms(level: int) -> Tensor:
+        # Doubling ``level``'s log-uniforms: direction, merge, one per leaf (only the
+        # direction row for a doubling past the maximum depth, which never runs).
+        rows = 2 + 2**level if level < max_tree_depth else 1
+        return rand_open01((rows, chains), generator=generator, **like).log()
+
+    log_u = uniforms(0)
+    sub, junction = functions.begin(traj, log_u[0], eps, inverse_mass_matrix, start, end)
     for level in range(max_tree_depth):
-        log_u = rand_open01((2 + 2**level, chains), generator=generator, **like).log()
-        sub, junction = functions.begin(traj, log_u[0], eps, inverse_mass_matrix, start, end)
         for leaf in range(2**level):
             levels = functions.levels(leaf, max_tree_depth, x.device)
             sub, any_live = functions.leaf(
@@ -458,10 +487,15 @@ def nuts_step(
             )
             if (leaf + 1) % sync_every == 0 and not bool(any_live):
                 break
-        traj, any_going = functions.merge(traj, sub, junction, log_u[1])
-        start, end = sub.start, sub.end
+        # The next doubling's direction is drawn before this one's merge: merging and
+        # starting the next subtree are one (compiled) call.
+        next_log_u = uniforms(level + 1)
+        traj, any_going, sub, junction = functions.merge_begin(
+            traj, sub, junction, log_u[1], next_log_u[0], eps, inverse_mass_matrix
+        )
         if not bool(any_going):
             break
+        log_u = next_log_u
 
     accept_prob = traj.sum_accept / traj.num_steps.clamp_min(1)
     proposal = traj.proposal

@@ -17,6 +17,7 @@ Outside such a context exceptions propagate unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import weakref
 from collections.abc import Callable
@@ -324,7 +325,24 @@ class CompiledLogProb:
             return log_prob, grad
 
         compile_kwargs.setdefault("dynamic", False)
-        self.value_and_grad = torch.compile(value_and_grad, **compile_kwargs)
+        with self._keep_validation():
+            self._compiled = torch.compile(value_and_grad, **compile_kwargs)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _keep_validation():
+        # Dynamo's first compilation in a process turns torch.distributions' argument
+        # validation off for everyone (``TorchPatcher.patch``): put the user's setting back.
+        validate = torch.distributions.Distribution._validate_args
+        try:
+            yield
+        finally:
+            torch.distributions.Distribution.set_default_validate_args(validate)
+
+    def value_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Log density ``(chains,)`` and gradient ``(chains, dim)`` at ``x``, compiled."""
+        with self._keep_validation():
+            return self._compiled(x)
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.log_prob_fn(x)

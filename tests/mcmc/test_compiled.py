@@ -81,7 +81,7 @@ def _functions(kernel):
     (functions,) = kernel.__dict__["_functions"].values()
     if isinstance(functions, TrajectoryFunction):
         return [functions]
-    return [functions.begin, functions.leaf, functions.merge]
+    return [functions.begin, functions.leaf, functions.merge_begin]
 
 
 def test_second_process_hits_the_inductor_cache(tmp_path):
@@ -156,6 +156,8 @@ def test_compiled_nuts_rejects_where_the_density_raises():
             state, info = kernel.step(state, g)
             assert bool((state.position[:, 0] <= 1.5).all())
     assert errors.total > 0
+    # Compiling left torch.distributions' argument validation as it was (dynamo turns it off).
+    assert torch.distributions.Distribution._validate_args
 
 
 def test_auto_compiles_long_few_chain_cpu_runs_only(caplog):
