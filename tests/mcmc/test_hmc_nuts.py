@@ -37,12 +37,16 @@ def correlated_2d() -> GaussianTarget:
 
 
 KERNELS = {
-    "hmc": lambda lp, eps: HMC(lp, num_steps=6, step_size=eps, step_size_jitter=0.2),
-    "nuts": lambda lp, eps: NUTS(lp, step_size=eps, max_tree_depth=6),
+    "hmc": lambda lp, eps, compile=False: HMC(
+        lp, num_steps=6, step_size=eps, step_size_jitter=0.2, compile=compile
+    ),
+    "nuts": lambda lp, eps, compile=False: NUTS(
+        lp, step_size=eps, max_tree_depth=6, compile=compile
+    ),
 }
 
 
-def _invariance_pvalues(kind, target_name, num_chains=3000, steps=3, seed=0):
+def _invariance_pvalues(kind, target_name, num_chains=3000, steps=3, seed=0, compile=False):
     g = torch.Generator().manual_seed(seed)
     if target_name == "gaussian":
         target = correlated_2d()
@@ -57,7 +61,7 @@ def _invariance_pvalues(kind, target_name, num_chains=3000, steps=3, seed=0):
         target = Banana()
         x0, eps = target.sample(num_chains, g), 0.5
         whiten, cdfs = target.whiten, [stats.norm.cdf, stats.norm.cdf]
-    kernel = KERNELS[kind](target.log_prob, eps)
+    kernel = KERNELS[kind](target.log_prob, eps, compile)
     state, _ = run_kernel(kernel, x0, steps, g)
     z = whiten(state.position)
     return [ks_pvalue(z[:, i], cdf) for i, cdf in enumerate(cdfs)], z, cdfs
@@ -67,6 +71,16 @@ def _invariance_pvalues(kind, target_name, num_chains=3000, steps=3, seed=0):
 @pytest.mark.parametrize("target_name", ["gaussian", "bimodal", "banana"])
 def test_invariance_from_exact_draws(kind, target_name):
     _, z, cdfs = _invariance_pvalues(kind, target_name)
+    for i, cdf in enumerate(cdfs):
+        assert_ks(z[:, i], cdf, failure_rate=1e-3 / len(cdfs))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["hmc", "nuts"])
+def test_invariance_from_exact_draws_compiled(kind):
+    # The compiled trajectory (bayestorch.mcmc.compiled) on the same test: one target, since
+    # each compiles its own graphs (seconds each on CPU).
+    _, z, cdfs = _invariance_pvalues(kind, "gaussian", compile=True)
     for i, cdf in enumerate(cdfs):
         assert_ks(z[:, i], cdf, failure_rate=1e-3 / len(cdfs))
 
