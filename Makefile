@@ -51,8 +51,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# models.py in full (500 + 1000 iterations, 128 chains, two repeats) takes over an hour on
+# 2 cores: its smoke run (--quick) here, the full command in docs/benchmarks/models.md.
 bench: $(STAMP)
 	for b in vae mcmc mcmc_chains gumbel gp dpp kalman swendsen_wang segmentation gan distributed; do $(PY) benchmarks/$$b.py || exit 1; done
+	$(PY) benchmarks/models.py --quick
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache .ruff_cache .mypy_cache
