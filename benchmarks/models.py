@@ -649,7 +649,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run (~2 min): 100 + 200 iterations, 1 repeat, no Pyro, short timings",
+        help="a smoke run (~5 min): 100 + 200 iterations, 1 repeat, no Pyro, short timings",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=str, default=None, help="also write the results here")
