@@ -73,7 +73,10 @@ def _(f):
         dist, event = D.Gamma(f.rand(*batch, lo=0.5, hi=2.0), 1.0), ()
     else:
         n = f.size(1, 3)
-        dist, event = D.MultivariateNormal(f.randn(*batch, n), f.spd(n, batch)), (n,)
+        # torch's own positive-definite check cannot reshape an empty batch (its bug,
+        # not draw's): build the family unvalidated; f.spd is positive definite.
+        mvn = D.MultivariateNormal(f.randn(*batch, n), f.spd(n, batch), validate_args=False)
+        dist, event = mvn, (n,)
     sample_shape = f.shape(max_dims=2)
     out = U.draw(
         f.arg("distribution", dist), f.arg("sample_shape", sample_shape), generator=f.generator()
