@@ -202,42 +202,16 @@ class Posterior:
         with warnings.catch_warnings():
             # many short chains are this library's normal layout, not a transposed array
             warnings.filterwarnings("ignore", message="More chains")
-            return self._from_dict(
-                arviz,
-                posterior,
-                stats,
-                log_lik,
-                observed,
-                dims,
-                as_chains,
-                posterior_predictive,
-                prior,
-                prior_predictive,
+            return arviz.from_dict(
+                posterior=posterior,
+                sample_stats=stats or None,
+                log_likelihood=log_lik or None,
+                observed_data=observed or None,
+                posterior_predictive=as_chains(posterior_predictive, True),
+                prior=as_chains(prior, False),
+                prior_predictive=as_chains(prior_predictive, False),
+                dims={n: d for n, d in dims.items() if d},
             )
-
-    @staticmethod
-    def _from_dict(
-        arviz,
-        posterior,
-        stats,
-        log_lik,
-        observed,
-        dims,
-        as_chains,
-        posterior_predictive,
-        prior,
-        prior_predictive,
-    ):
-        return arviz.from_dict(
-            posterior=posterior,
-            sample_stats=stats or None,
-            log_likelihood=log_lik or None,
-            observed_data=observed or None,
-            posterior_predictive=as_chains(posterior_predictive, True),
-            prior=as_chains(prior, False),
-            prior_predictive=as_chains(prior_predictive, False),
-            dims={n: d for n, d in dims.items() if d},
-        )
 
     def __repr__(self) -> str:
         sites = ", ".join(f"{n}: {tuple(v.shape)}" for n, v in self.draws.items())

@@ -120,26 +120,4 @@ __all__ = [
 
 # The segmentation models moved to bayestorch.segmentation; their names here warn
 # (DeprecationWarning) for one release.
-__getattr__ = moved_attributes(
-    __name__,
-    dict.fromkeys(
-        (
-            "GSWInfo",
-            "GSWState",
-            "GeneralisedSwendsenWang",
-            "GibbsPartitionPrior",
-            "NormalInverseGamma",
-            "NormalInverseWishart",
-            "SegmentationInfo",
-            "SegmentationState",
-            "SwendsenWangSegmentation",
-            "adjusted_rand_index",
-            "binder_loss",
-            "coclustering",
-            "partition_point_estimate",
-            "set_partitions",
-            "variation_of_information",
-        ),
-        "bayestorch.segmentation",
-    ),
-)
+__getattr__ = moved_attributes(__name__, "bayestorch.segmentation")
