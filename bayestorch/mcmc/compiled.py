@@ -24,6 +24,7 @@ models. ``TrajectoryFunction`` compiles one such function, gradient included
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import types
 import warnings
@@ -41,6 +42,7 @@ __all__ = [
     "AUTO_MIN_WARMUP",
     "TrajectoryFunction",
     "check_compile",
+    "compile_backend",
     "func_value_and_grad",
     "resolve_auto",
 ]
@@ -57,6 +59,14 @@ AUTO_MAX_CHAINS = 16
 """``compile="auto"`` compiles for at most this many chains: beyond, a leaf's arithmetic
 outweighs eager dispatch and the compiled leaf (fixed shapes: its U-turn checkpoints are
 read and written at every tree level) is no faster (eight schools, 128 chains: 1.0-1.4x)."""
+
+
+def compile_backend() -> str:
+    """The ``torch.compile`` backend of compiled trajectories: the environment variable
+    ``BAYESTORCH_COMPILE_BACKEND``, else ``"inductor"``. ``"aot_eager"`` traces and
+    functionalises exactly as inductor does but runs the graph in eager ATen without
+    generating code: the test suite uses it to run every kernel test compiled in seconds."""
+    return os.environ.get("BAYESTORCH_COMPILE_BACKEND", "inductor")
 
 
 def check_compile(compile: Any) -> bool | str:
@@ -156,7 +166,7 @@ class TrajectoryFunction:
         def call(*args):
             return fn(*args, log_prob_fn=log_prob_fn, value_and_grad=value_and_grad, **static)
 
-        return torch.compile(_own_code(call), dynamic=False)
+        return torch.compile(_own_code(call), dynamic=False, backend=compile_backend())
 
     def _first_call(self, *args):
         # Dynamo's first compilation in a process turns torch.distributions' argument
