@@ -143,7 +143,7 @@ class ChEESHMC(EuclideanKernel):
             factor=self.momentum_factor,
             generator=generator,
             return_proposal=True,
-            leapfrog_step=self.leapfrog_step(),
+            trajectory=self.trajectory(),
         )
         chains = state.log_prob.shape[0]
         return new_state, ChEESInfo(

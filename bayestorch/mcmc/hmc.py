@@ -38,7 +38,7 @@ from bayestorch.mcmc.compiled import (
     log_compile_choice,
     resolve_auto,
 )
-from bayestorch.mcmc.integrators import IntegratorState, leapfrog_masked, leapfrog_trajectory
+from bayestorch.mcmc.integrators import IntegratorState, leapfrog_trajectory, masked_trajectory
 from bayestorch.mcmc.metrics import kinetic_energy, momentum_factor, sample_momentum
 from bayestorch.mcmc.proposal import mh_accept
 from bayestorch.utils.autograd import LogProbFn, log_prob_and_grad
@@ -87,7 +87,7 @@ def hmc_step(
     generator: torch.Generator | None = None,
     divergence_threshold: float = DIVERGENCE_THRESHOLD,
     return_proposal: bool = False,
-    leapfrog_step: TrajectoryFunction | None = None,
+    trajectory: TrajectoryFunction | None = None,
 ) -> tuple[HMCState, HMCInfo]:
     """One HMC transition: fresh momentum, ``num_steps`` leapfrog steps, Metropolis correction.
 
@@ -100,14 +100,14 @@ def hmc_step(
         factor: ``momentum_factor(inverse_mass_matrix, dense)`` if precomputed.
         return_proposal: also return the end of the trajectory (an ``IntegratorState``),
             accepted or not (trajectory-length adaptation needs it).
-        leapfrog_step: ``leapfrog_masked`` as a (compiled) ``TrajectoryFunction``.
+        trajectory: ``masked_trajectory`` as a (compiled) ``TrajectoryFunction``.
 
     Shape:
         state fields ``(chains, ...)``; returns the next state and ``HMCInfo`` fields ``(chains,)``.
     """
     if factor is None:
         factor = momentum_factor(inverse_mass_matrix, dense)
-    if leapfrog_step is not None and leapfrog_step.compiled and step_size.dim() == 0:
+    if trajectory is not None and trajectory.compiled and step_size.dim() == 0:
         # One shape (and stride 1) for every call: a compiled step is not recompiled when a
         # per-chain warm-up step size becomes a pooled one.
         step_size = torch.empty_like(state.log_prob).copy_(step_size)
@@ -115,7 +115,7 @@ def hmc_step(
     energy0 = -state.log_prob + kinetic_energy(momentum, inverse_mass_matrix, dense)
     start = IntegratorState(state.position, momentum, state.log_prob, state.log_prob_grad)
     end, finite = leapfrog_trajectory(
-        start, log_prob_fn, step_size, inverse_mass_matrix, dense, num_steps, leapfrog_step
+        start, log_prob_fn, step_size, inverse_mass_matrix, dense, num_steps, trajectory
     )
     energy1 = -end.log_prob + kinetic_energy(end.momentum, inverse_mass_matrix, dense)
     # A trajectory that met a non-finite log density is divergent and rejected.
@@ -258,11 +258,11 @@ class EuclideanKernel(Kernel):
             cache[key] = build(key)
         return cache[key]
 
-    def leapfrog_step(self) -> TrajectoryFunction:
-        """``leapfrog_masked`` for this kernel's density, compiled or eager."""
+    def trajectory(self) -> TrajectoryFunction:
+        """``masked_trajectory`` for this kernel's density, compiled or eager."""
         return self._trajectory_functions(
             lambda compiled: TrajectoryFunction(
-                leapfrog_masked, self.log_prob_fn, compiled, dense=self.dense
+                masked_trajectory, self.log_prob_fn, compiled, dense=self.dense
             )
         )
 
@@ -396,5 +396,5 @@ class HMC(EuclideanKernel):
             dense=self.dense,
             factor=self.momentum_factor,
             generator=generator,
-            leapfrog_step=self.leapfrog_step(),
+            trajectory=self.trajectory(),
         )

@@ -11,12 +11,20 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch._higher_order_ops.while_loop import while_loop
 
+from bayestorch.mcmc.compiled import pack, unpack
 from bayestorch.mcmc.metrics import velocity
 from bayestorch.mcmc.proposal import select
 from bayestorch.utils.autograd import LogProbFn, log_prob_and_grad
 
-__all__ = ["IntegratorState", "leapfrog", "leapfrog_masked", "leapfrog_trajectory"]
+__all__ = [
+    "IntegratorState",
+    "leapfrog",
+    "leapfrog_masked",
+    "leapfrog_trajectory",
+    "masked_trajectory",
+]
 
 
 class IntegratorState(NamedTuple):
@@ -69,7 +77,7 @@ def leapfrog_masked(
 ) -> tuple[IntegratorState, Tensor]:
     """One leapfrog step for the chains still ``finite`` ``(chains,)``: a chain whose log
     density turns non-finite keeps its last finite point and drops out of ``finite``.
-    The unit a compiled HMC trajectory repeats (``bayestorch.mcmc.compiled``)."""
+    The unit of ``masked_trajectory``."""
     new = leapfrog(state, log_prob_fn, step_size, inverse_mass_matrix, dense, value_and_grad)
     finite = finite & torch.isfinite(new.log_prob)
     return select(finite, new, state), finite
@@ -82,27 +90,59 @@ def leapfrog_trajectory(
     inverse_mass_matrix: Tensor,
     dense: bool,
     num_steps: int,
-    step: Callable | None = None,
+    trajectory: Callable | None = None,
 ) -> tuple[IntegratorState, Tensor]:
     """``num_steps`` leapfrog steps (``num_steps`` gradient evaluations, no host sync).
 
     A chain whose log density turns NaN or infinite stops at its last finite point, so
     ``log_prob_fn`` is never called on NaN positions; the returned mask ``(chains,)`` is
-    false for such chains, which the caller must treat as divergent. ``step`` replaces
-    ``leapfrog_masked`` (e.g. its compiled ``TrajectoryFunction``), called as
-    ``step(state, finite, step_size, inverse_mass_matrix)``.
+    false for such chains, which the caller must treat as divergent. ``trajectory`` replaces
+    ``masked_trajectory`` (e.g. its compiled ``TrajectoryFunction``), called as
+    ``trajectory(state, step_size, inverse_mass_matrix, num_steps)`` with ``num_steps`` an
+    int64 tensor ``()``.
     """
+    steps = torch.tensor(num_steps, dtype=torch.long)
+    if trajectory is None:
+        return masked_trajectory(
+            state, step_size, inverse_mass_matrix, steps, log_prob_fn=log_prob_fn, dense=dense
+        )
+    return trajectory(state, step_size, inverse_mass_matrix, steps)
+
+
+def masked_trajectory(
+    state: IntegratorState,
+    step_size: Tensor,
+    inverse_mass_matrix: Tensor,
+    num_steps: Tensor,
+    *,
+    log_prob_fn: LogProbFn,
+    dense: bool,
+    value_and_grad: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
+) -> tuple[IntegratorState, Tensor]:
+    """``leapfrog_masked`` ``num_steps`` times (int64 ``()``): a Python loop in eager code
+    (``value_and_grad is None``), a ``while_loop`` whose carried state is packed into a few
+    tensors when compiled, so a whole trajectory is one graph call whatever its length."""
     finite = torch.ones_like(state.log_prob, dtype=torch.bool)
-    for _ in range(num_steps):
-        if step is None:
+    if value_and_grad is None:
+        for _ in range(int(num_steps)):
             state, finite = leapfrog_masked(
-                state,
-                finite,
-                step_size,
-                inverse_mass_matrix,
-                log_prob_fn=log_prob_fn,
+                state, finite, step_size, inverse_mass_matrix, log_prob_fn=log_prob_fn,
                 dense=dense,
-            )
-        else:
-            state, finite = step(state, finite, step_size, inverse_mass_matrix)
-    return state, finite
+            )  # fmt: skip
+        return state, finite
+    packed, layout = pack([*state, finite])
+
+    def cond(step, *packed):
+        return step < num_steps
+
+    def body(step, *packed):
+        *fields, finite = unpack(packed, layout)
+        new, finite = leapfrog_masked(
+            IntegratorState(*fields), finite, step_size, inverse_mass_matrix,
+            log_prob_fn=log_prob_fn, dense=dense, value_and_grad=value_and_grad,
+        )  # fmt: skip
+        return (step + 1, *pack([*new, finite])[0])
+
+    step = torch.zeros((), dtype=torch.long, device=num_steps.device)
+    *fields, finite = unpack(while_loop(cond, body, (step, *packed))[1:], layout)
+    return IntegratorState(*fields), finite

@@ -31,14 +31,16 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch._higher_order_ops.while_loop import while_loop
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from bayestorch.mcmc.compiled import TrajectoryFunction
+from bayestorch.mcmc.compiled import TrajectoryFunction, pack, unpack
 from bayestorch.mcmc.hmc import DIVERGENCE_THRESHOLD, EuclideanKernel, HMCState
 from bayestorch.mcmc.integrators import IntegratorState, leapfrog
 from bayestorch.mcmc.metrics import momentum_factor, sample_momentum, velocity
 from bayestorch.mcmc.proposal import select
 from bayestorch.utils.autograd import LogProbFn
-from bayestorch.utils.random import rand_open01
+from bayestorch.utils.random import counter_uniforms, rand_key
 
 __all__ = ["NUTS", "NUTSInfo", "nuts_step"]
 
@@ -124,14 +126,13 @@ class _Junction(NamedTuple):
 
 
 def _write_levels(buffer: Tensor, value: Tensor, levels: int | Tensor) -> Tensor:
-    """Write ``value`` into the first ``levels`` levels of ``buffer`` (eager) or where the
-    level mask ``levels`` ``(L,)`` is true (compiled: fixed shapes). In place either way: a
-    compiled function that returned a new buffer would allocate it at every leaf."""
+    """Write ``value`` into the first ``levels`` levels of ``buffer`` (eager: in place) or,
+    compiled, where the level mask ``levels`` ``(L,)`` is true (a new buffer: a compiled
+    loop's carried values are not mutated)."""
     if isinstance(levels, int):
         buffer[:levels] = value
-    else:
-        buffer.copy_(torch.where(levels.view(-1, 1, 1, 1), value, buffer))
-    return buffer
+        return buffer
+    return torch.where(levels.view(-1, 1, 1, 1), value, buffer)
 
 
 def _nested_turning(
@@ -362,47 +363,213 @@ def _merge_begin(
     return traj, any_going, sub, junction
 
 
-class NUTSFunctions:
-    """The functions of a NUTS transition for one log density, eager or compiled.
+def _doubling_offset(level):
+    """First row of doubling ``level``'s uniforms: doublings ``0..level-1`` use
+    ``2 + 2^i`` rows each (direction, merge, one per leaf). ``int`` or int64 ``Tensor``."""
+    return 2 * level + (1 << level) - 1
 
-    ``begin`` starts the first doubling, ``leaf`` adds one leapfrog step to the subtree,
-    ``merge_begin`` ends a doubling and starts the next (one call per doubling; see
-    ``bayestorch.mcmc.compiled.TrajectoryFunction``).
+
+def _log_uniforms(key: Tensor, rows: Tensor, chains: int, dtype: torch.dtype) -> Tensor:
+    """The transition's log-uniforms at ``rows`` ``(R,)`` for every chain: ``(R, chains)``."""
+    chain = torch.arange(chains, device=rows.device)
+    return counter_uniforms(key, rows.unsqueeze(-1) * chains + chain, dtype).log()
+
+
+def _doublings_eager(
+    traj: _Trajectory,
+    start: Tensor,
+    end: Tensor,
+    energy0: Tensor,
+    step_size: Tensor,
+    inverse_mass_matrix: Tensor,
+    key: Tensor,
+    sync_every: int,
+    *,
+    log_prob_fn: LogProbFn,
+    dense: bool,
+    divergence_threshold: float,
+    max_tree_depth: int,
+) -> _Trajectory:
+    """The doublings of a transition as a Python loop: stops at the first leaf after which
+    no chain builds on (checked every ``sync_every`` leaves) and after the last doubling."""
+    chains, dtype, device = energy0.shape[0], energy0.dtype, energy0.device
+
+    def uniforms(level: int) -> Tensor:
+        first = _doubling_offset(level)
+        rows = torch.arange(first, first + 2 + 2**level, device=device)
+        return _log_uniforms(key, rows, chains, dtype)
+
+    log_u = uniforms(0)
+    sub, junction = _begin(traj, log_u[0], step_size, inverse_mass_matrix, start, end, dense=dense)
+    for level in range(max_tree_depth):
+        for leaf in range(2**level):
+            levels = (_trailing(leaf, 0, max_tree_depth) + 1, _trailing(leaf, 1, max_tree_depth))
+            sub, any_live = _leaf(
+                sub, junction, energy0, inverse_mass_matrix, log_u[2 + leaf], levels,
+                log_prob_fn=log_prob_fn, dense=dense, divergence_threshold=divergence_threshold,
+            )  # fmt: skip
+            if (leaf + 1) % sync_every == 0 and not bool(any_live):
+                break
+        next_log_u = uniforms(level + 1)
+        traj, any_going, sub, junction = _merge_begin(
+            traj, sub, junction, log_u[1], next_log_u[0], step_size, inverse_mass_matrix,
+            dense=dense,
+        )  # fmt: skip
+        if not bool(any_going):
+            break
+        log_u = next_log_u
+    return traj
+
+
+def _transition(
+    state: HMCState,
+    momentum: Tensor,
+    key: Tensor,
+    step_size: Tensor,
+    inverse_mass_matrix: Tensor,
+    sync_every: int,
+    *,
+    log_prob_fn: LogProbFn,
+    value_and_grad=None,
+    dense: bool,
+    divergence_threshold: float,
+    max_tree_depth: int,
+) -> tuple[HMCState, NUTSInfo]:
+    """A NUTS transition from ``state`` with initial ``momentum`` and the uniforms of ``key``.
+
+    Eager (``value_and_grad is None``): the doublings as a Python loop
+    (``_doublings_eager``). Compiled: one ``while_loop`` over leaves, so a whole transition
+    is one graph call (``_doublings_compiled``).
     """
+    x = state.position
+    chains, dim = x.shape
+    like = dict(dtype=x.dtype, device=x.device)
+    psharp0 = velocity(momentum, inverse_mass_matrix, dense)
+    energy0 = 0.5 * (momentum * psharp0).sum(-1) - state.log_prob
+    zeros = torch.zeros((2, chains), **like)
+    false = torch.zeros((2, chains), dtype=torch.bool, device=x.device)
+    steps = torch.zeros((2, chains), dtype=torch.long, device=x.device)
+    ends = IntegratorState(x, momentum, state.log_prob, state.log_prob_grad)
+    traj = _Trajectory(
+        ends, ends, psharp0, psharp0, momentum, state, energy0, zeros[0], false[0], false[1],
+        steps[0], steps[1], zeros[1],
+    )  # fmt: skip
+    start = torch.zeros((max_tree_depth, 3, chains, dim), **like)
+    end = torch.zeros((max_tree_depth, 2, chains, dim), **like)
+    args = (traj, start, end, energy0, step_size, inverse_mass_matrix, key)
+    statics = dict(
+        log_prob_fn=log_prob_fn,
+        dense=dense,
+        divergence_threshold=divergence_threshold,
+        max_tree_depth=max_tree_depth,
+    )
+    if value_and_grad is None:
+        traj = _doublings_eager(*args, sync_every, **statics)
+    else:
+        traj = _doublings_compiled(*args, value_and_grad=value_and_grad, **statics)
+    accept_prob = traj.sum_accept / traj.num_steps.clamp_min(1)
+    proposal = traj.proposal
+    moved = (proposal.position != x).any(-1)
+    info = NUTSInfo(accept_prob, moved, traj.diverged, traj.proposal_energy, traj.num_steps,
+                    traj.depth)  # fmt: skip
+    return proposal, info
+
+
+def _doublings_compiled(
+    traj: _Trajectory,
+    start: Tensor,
+    end: Tensor,
+    energy0: Tensor,
+    step_size: Tensor,
+    inverse_mass_matrix: Tensor,
+    key: Tensor,
+    *,
+    log_prob_fn: LogProbFn,
+    value_and_grad,
+    dense: bool,
+    divergence_threshold: float,
+    max_tree_depth: int,
+) -> _Trajectory:
+    """The doublings as one ``while_loop`` over leaves (traceable by ``torch.compile``).
+
+    Each iteration adds a leaf and computes the merge of the doubling and the start of the
+    next, kept only when the doubling is complete (its last leaf, or no chain building on):
+    the same leaves, uniforms and merges as ``_doublings_eager``, hence the same draws. The
+    checkpoint levels a leaf writes and checks come from the bits of the leaf number, as
+    tensors. The carried state is packed into a few tensors (``bayestorch.mcmc.compiled.pack``).
+    """
+    chains, dtype, device = energy0.shape[0], energy0.dtype, energy0.device
+    level = torch.arange(max_tree_depth, device=device)
+    block = (1 << level) - 1  # leaf & block: the leaf's position in its aligned 2^level block
+    rows0 = torch.zeros(1, dtype=torch.long, device=device)
+    sub, junction = _begin(
+        traj, _log_uniforms(key, rows0, chains, dtype)[0], step_size, inverse_mass_matrix,
+        start, end, dense=dense,
+    )  # fmt: skip
+    leaves, spec = tree_flatten((traj, sub, junction))
+    packed, layout = pack(leaves)
+
+    def cond(leaf, depth, going, *packed):
+        return going.clone()  # a loop's condition must not alias its input
+
+    def body(leaf, depth, going, *packed):
+        traj, sub, junction = tree_unflatten(unpack(packed, layout), spec)
+        first = _doubling_offset(depth)
+        rows = torch.stack([first + 2 + leaf, first + 1, first + 2 + (1 << depth)])
+        log_u = _log_uniforms(key, rows, chains, dtype)  # leaf, merge, next direction
+        position = leaf & block
+        writes_end = position == block
+        levels = torch.stack([position == 0, writes_end, writes_end & (level > 0)])
+        sub, any_live = _leaf(
+            sub, junction, energy0, inverse_mass_matrix, log_u[0], levels,
+            log_prob_fn=log_prob_fn, value_and_grad=value_and_grad, dense=dense,
+            divergence_threshold=divergence_threshold,
+        )  # fmt: skip
+        merged = _merge_begin(
+            traj, sub, junction, log_u[1], log_u[2], step_size, inverse_mass_matrix, dense=dense
+        )
+        next_traj, any_going, next_sub, next_junction = merged
+        complete = (leaf + 1 == (1 << depth)) | ~any_live
+        now, _ = pack(tree_flatten((traj, sub, junction))[0])
+        then, _ = pack(tree_flatten((next_traj, next_sub, next_junction))[0])
+        packed = [torch.where(complete, b, a) for a, b in zip(now, then)]
+        going = torch.where(complete, any_going & (depth + 1 < max_tree_depth), going)
+        leaf = torch.where(complete, 0, leaf + 1)
+        return (leaf, depth + complete.long(), going, *packed)
+
+    zero = torch.zeros((), dtype=torch.long, device=device)
+    going = torch.ones((), dtype=torch.bool, device=device)
+    out = while_loop(cond, body, (zero, zero.clone(), going, *packed))
+    traj, _, _ = tree_unflatten(unpack(out[3:], layout), spec)
+    return traj
+
+
+class NUTSFunctions:
+    """A NUTS transition's doublings for one log density, eager or compiled (one graph call
+    per transition when compiled; see ``bayestorch.mcmc.compiled.TrajectoryFunction``)."""
 
     def __init__(
         self,
         log_prob_fn: LogProbFn,
         *,
         dense: bool,
+        max_tree_depth: int = 10,
         compile: bool = False,
         divergence_threshold: float = DIVERGENCE_THRESHOLD,
     ) -> None:
-        self.compiled = bool(compile)
-        self.begin = TrajectoryFunction(_begin, log_prob_fn, compile, dense=dense)
-        self.leaf = TrajectoryFunction(
-            _leaf,
+        self.max_tree_depth = max_tree_depth
+        self.transition = TrajectoryFunction(
+            _transition,
             log_prob_fn,
             compile,
             dense=dense,
             divergence_threshold=divergence_threshold,
+            max_tree_depth=max_tree_depth,
         )
-        self.merge_begin = TrajectoryFunction(_merge_begin, log_prob_fn, compile, dense=dense)
-        self._masks: dict = {}
 
-    def levels(self, leaf: int, depth: int, device: torch.device) -> tuple[int, int] | Tensor:
-        """Which checkpoint levels leaf ``leaf`` writes and checks (see ``_leaf``)."""
-        starts = _trailing(leaf, 0, depth) + 1
-        ends = _trailing(leaf, 1, depth)
-        if not self.compiled:
-            return starts, ends
-        key = (leaf, depth, device)
-        mask = self._masks.get(key)
-        if mask is None:
-            level = torch.arange(depth, device=device)
-            mask = torch.stack([level < starts, level <= ends, (level <= ends) & (level > 0)])
-            self._masks[key] = mask
-        return mask
+    @property
+    def compiled(self) -> bool:
+        return self.transition.compiled
 
 
 def nuts_step(
@@ -424,21 +591,22 @@ def nuts_step(
     Args:
         step_size: ``()`` or ``(chains,)``.
         max_tree_depth: at most ``2^max_tree_depth - 1`` leapfrog steps per transition.
-        sync_every: how often (in leapfrog steps) to ask the device whether any chain is still
-            building its subtree, to stop early; default every step on CPU (free) and every 16
-            on accelerators, so the trajectory does not wait on the host at every step.
-        functions: ``NUTSFunctions`` (e.g. compiled) built for ``log_prob_fn``; eager ones
-            by default.
+        sync_every: how often (in leapfrog steps) the eager path asks the device whether any
+            chain is still building its subtree, to stop early; default every step on CPU
+            (free) and every 16 on accelerators, so the trajectory does not wait on the host
+            at every step. Results do not depend on it.
+        functions: ``NUTSFunctions`` (e.g. compiled) built for ``log_prob_fn`` and
+            ``max_tree_depth``; eager ones by default.
 
-    Randomness per doubling at depth ``j``: one ``(2 + 2^j, chains)`` block of uniforms
-    (direction, merge, one per leaf), drawn before the previous doubling's merge, so eager and
-    compiled paths consume the same draws.
+    Randomness: the momentum, then one key (``bayestorch.utils.random.rand_key``) from which
+    every uniform of the transition is hashed (``counter_uniforms``: direction, merge and one
+    per leaf for each doubling), so the eager and the compiled paths use the same draws.
 
     Shape:
         state fields ``(chains, ...)``; ``NUTSInfo`` fields ``(chains,)``.
     """
     x = state.position
-    chains, dim = x.shape
+    chains = x.shape[0]
     like = dict(dtype=x.dtype, device=x.device)
     if factor is None:
         factor = momentum_factor(inverse_mass_matrix, dense)
@@ -446,63 +614,20 @@ def nuts_step(
         sync_every = 1 if x.device.type == "cpu" else 16
     if functions is None:
         functions = NUTSFunctions(
-            log_prob_fn, dense=dense, divergence_threshold=divergence_threshold
+            log_prob_fn,
+            dense=dense,
+            max_tree_depth=max_tree_depth,
+            divergence_threshold=divergence_threshold,
+        )
+    elif functions.max_tree_depth != max_tree_depth:
+        raise ValueError(
+            f"functions were built for max_tree_depth={functions.max_tree_depth}, "
+            f"not {max_tree_depth}"
         )
     eps = torch.empty(chains, **like).copy_(step_size)  # stride 1 even for one chain
-
-    p0 = sample_momentum(factor, x, dense, generator)
-    psharp0 = velocity(p0, inverse_mass_matrix, dense)
-    energy0 = 0.5 * (p0 * psharp0).sum(-1) - state.log_prob
-    zeros = torch.zeros((2, chains), **like)
-    false = torch.zeros((2, chains), dtype=torch.bool, device=x.device)
-    steps = torch.zeros((2, chains), dtype=torch.long, device=x.device)
-    left = right = IntegratorState(x, p0, state.log_prob, state.log_prob_grad)
-    psharp_right, rho, proposal_energy = psharp0, p0, energy0
-    if functions.compiled:
-        # Inputs of a compiled function must not alias each other (dynamo guards on
-        # aliasing and would recompile when the pattern changes).
-        left = IntegratorState(*(t.clone() for t in left))
-        right = IntegratorState(*(t.clone() for t in right))
-        psharp_right, rho, proposal_energy = psharp0.clone(), p0.clone(), energy0.clone()
-    traj = _Trajectory(
-        left, right, psharp0, psharp_right, rho, state, proposal_energy, zeros[0], false[0],
-        false[1], steps[0], steps[1], zeros[1],
-    )  # fmt: skip
-    start = torch.zeros((max_tree_depth, 3, chains, dim), **like)
-    end = torch.zeros((max_tree_depth, 2, chains, dim), **like)
-
-    def uniforms(level: int) -> Tensor:
-        # Doubling ``level``'s log-uniforms: direction, merge, one per leaf (only the
-        # direction row for a doubling past the maximum depth, which never runs).
-        rows = 2 + 2**level if level < max_tree_depth else 1
-        return rand_open01((rows, chains), generator=generator, **like).log()
-
-    log_u = uniforms(0)
-    sub, junction = functions.begin(traj, log_u[0], eps, inverse_mass_matrix, start, end)
-    for level in range(max_tree_depth):
-        for leaf in range(2**level):
-            levels = functions.levels(leaf, max_tree_depth, x.device)
-            sub, any_live = functions.leaf(
-                sub, junction, energy0, inverse_mass_matrix, log_u[2 + leaf], levels
-            )
-            if (leaf + 1) % sync_every == 0 and not bool(any_live):
-                break
-        # The next doubling's direction is drawn before this one's merge: merging and
-        # starting the next subtree are one (compiled) call.
-        next_log_u = uniforms(level + 1)
-        traj, any_going, sub, junction = functions.merge_begin(
-            traj, sub, junction, log_u[1], next_log_u[0], eps, inverse_mass_matrix
-        )
-        if not bool(any_going):
-            break
-        log_u = next_log_u
-
-    accept_prob = traj.sum_accept / traj.num_steps.clamp_min(1)
-    proposal = traj.proposal
-    moved = (proposal.position != x).any(-1)
-    info = NUTSInfo(accept_prob, moved, traj.diverged, traj.proposal_energy, traj.num_steps,
-                    traj.depth)  # fmt: skip
-    return proposal, info
+    momentum = sample_momentum(factor, x, dense, generator)
+    key = rand_key(generator, x.device)
+    return functions.transition(state, momentum, key, eps, inverse_mass_matrix, sync_every)
 
 
 class NUTS(EuclideanKernel):
@@ -542,6 +667,11 @@ class NUTS(EuclideanKernel):
             max_tree_depth=self.max_tree_depth,
             generator=generator,
             functions=self._trajectory_functions(
-                lambda compiled: NUTSFunctions(self.log_prob_fn, dense=self.dense, compile=compiled)
+                lambda compiled: NUTSFunctions(
+                    self.log_prob_fn,
+                    dense=self.dense,
+                    max_tree_depth=self.max_tree_depth,
+                    compile=compiled,
+                )
             ),
         )

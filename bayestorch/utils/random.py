@@ -13,7 +13,14 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
-__all__ = ["check_generator_device", "draw", "make_generator", "rand_open01"]
+__all__ = [
+    "check_generator_device",
+    "counter_uniforms",
+    "draw",
+    "make_generator",
+    "rand_key",
+    "rand_open01",
+]
 
 
 def make_generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
@@ -41,6 +48,51 @@ def rand_open01(
     u = torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
     info = torch.finfo(u.dtype)
     return u.clamp(min=info.tiny, max=1.0 - info.eps / 2)
+
+
+def _to_int64(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN = _to_int64(0x9E3779B97F4A7C15)
+_MIX1 = _to_int64(0xBF58476D1CE4E5B9)
+_MIX2 = _to_int64(0x94D049BB133111EB)
+
+
+_MANTISSA_BITS = {torch.float64: 52, torch.float32: 23, torch.float16: 10, torch.bfloat16: 7}
+
+
+def _shift_right(z: Tensor, bits: int) -> Tensor:
+    """Logical right shift of int64 bit patterns (``>>`` on int64 is arithmetic)."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def rand_key(
+    generator: torch.Generator | None = None, device: torch.device | str | None = None
+) -> Tensor:
+    """One 62-bit key ``()`` (int64) for ``counter_uniforms``, drawn from ``generator``."""
+    if device is None and generator is not None:
+        device = generator.device
+    return torch.randint(0, 1 << 62, (), generator=generator, device=device, dtype=torch.int64)
+
+
+def counter_uniforms(key: Tensor, counter: Tensor, dtype: torch.dtype) -> Tensor:
+    """Uniforms on the open interval (0, 1), a pure function of ``key`` and ``counter``.
+
+    SplitMix64's output function of ``key + counter * golden`` (Steele, Lea & Flood, 2014),
+    i.e. a counter-based generator: the same ``(key, counter)`` gives the same bits in eager
+    code, under ``torch.compile`` and on any device, and draws can be made inside a compiled
+    loop (whose shape cannot depend on how many it needs). The top ``nmant`` bits of the hash
+    give ``(m + 1/2) 2^-nmant``, exact in ``dtype`` and never 0 or 1.
+
+    Shape: ``key`` ``()`` int64, ``counter`` any shape, int64; returns ``counter``'s shape.
+    """
+    z = key + counter * _GOLDEN  # int64 arithmetic wraps modulo 2^64
+    z = (z ^ _shift_right(z, 30)) * _MIX1
+    z = (z ^ _shift_right(z, 27)) * _MIX2
+    z = z ^ _shift_right(z, 31)
+    bits = _MANTISSA_BITS[dtype]
+    return (_shift_right(z, 64 - bits).to(dtype) + 0.5) * 2.0**-bits
 
 
 def check_generator_device(generator: torch.Generator | None, device: torch.device) -> None:
