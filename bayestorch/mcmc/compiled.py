@@ -64,12 +64,16 @@ outweighs eager dispatch and the compiled leaf (fixed shapes: its U-turn checkpo
 read and written at every tree level) is no faster (eight schools, 128 chains: 1.0-1.4x)."""
 
 
-INDUCTOR_CPU_OPTIONS = {"cpp_wrapper": True, "force_pointwise_cat": True}
+INDUCTOR_CPU_OPTIONS = {"cpp_wrapper": True, "force_pointwise_cat": True, "cpp.simdlen": 1}
 """Inductor's options on CPU. A compiled trajectory is a ``while_loop`` whose body runs
 thousands of times per second: with inductor's default Python wrapper each iteration pays
 ~1 µs per buffer it allocates or views (~150 for a NUTS leaf), with the C++ wrapper
-(``cpp_wrapper``) a few ns. ``force_pointwise_cat`` computes the stacked (packed) loop state
-in the fused kernel instead of writing each part through a view of its own."""
+(``cpp_wrapper``) far less. ``force_pointwise_cat`` computes the stacked (packed) loop state
+in the fused kernel instead of writing each part through a view of its own. ``cpp.simdlen=1``
+(scalar C++): torch 2.13's vectorised CPU code for the NUTS loop corrupts the heap from ~100
+chains on ("free(): invalid next size", with or without the C++ wrapper; the scalar code
+gives the eager draws to 3e-14 at 100 and 3,000 chains), and on the small tensors this path
+is for, vector loads with masked tails are no faster."""
 
 
 def compile_backend() -> str:
