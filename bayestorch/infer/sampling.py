@@ -47,6 +47,10 @@ class ModelLogProb:
     def __call__(self, z: Tensor) -> Tensor:
         return self.density.log_prob(z)
 
+    def use_fast_gradient(self) -> None:
+        """Expose ``density.value_and_grad`` (its ``gradient_mode``) to the kernel."""
+        self.value_and_grad = self.density.value_and_grad
+
 
 def _build_kernel(kernel: KernelSpec, density: ModelDensity, kernel_kwargs: dict) -> Kernel:
     log_prob_fn = ModelLogProb(density)
@@ -171,7 +175,7 @@ def _choose_gradient(
     density.gradient_mode = gradient
     log_prob_fn = kernel.log_prob_fn
     if isinstance(log_prob_fn, ModelLogProb):
-        log_prob_fn.value_and_grad = density.value_and_grad  # type: ignore[attr-defined]
+        log_prob_fn.use_fast_gradient()
 
 
 def _auto_gradient(
