@@ -516,13 +516,13 @@ class ModelDensity:
             if graph is not None:
                 try:
                     with torch.no_grad():
-                        log_prob, grad = graph(
+                        log_prob, grad, finite = graph(
                             z.detach(), *data.values(), *self._plate_indices.values()
                         )
                 except DENSITY_ERRORS:
                     pass  # the eager path below raises it again, or answers
                 else:
-                    if bool(torch.isfinite(log_prob).all() & torch.isfinite(grad).all()):
+                    if finite:  # else the eager path decides (it may raise)
                         return log_prob, grad
         with torch.enable_grad():
             x = z.detach().requires_grad_(True)

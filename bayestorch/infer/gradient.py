@@ -48,7 +48,9 @@ GRADIENT_MODES = ("eager", "traced", "compiled")
 value and gradient, run as it is (no compilation); ``"compiled"``: that graph compiled by
 ``torch.compile``."""
 
-GraphFn = Callable[..., tuple[Tensor, Tensor]]
+GraphFn = Callable[..., tuple[Tensor, Tensor, Tensor]]
+"""``(z, *chain_data, *plate_indices) -> (log_prob, grad, finite)``; ``finite``: a 0-d bool,
+whether every value and gradient is finite."""
 
 
 def check_gradient_mode(mode: Any) -> str:
@@ -81,7 +83,7 @@ class _Compiled:
         self.graph, self.owner = graph, owner
         self.fn: GraphFn | None = None
 
-    def __call__(self, *inputs: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, *inputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self.fn is not None:
             return self.fn(*inputs)
         # Dynamo's first compilation in a process turns torch.distributions' argument
@@ -133,10 +135,11 @@ class GradientGraphs:
         indices: dict[str, Tensor],
         jacobian: bool,
     ) -> GraphFn | None:
-        layout = tuple((n, v.shape, v.dtype, v.device) for n, v in data.items())
+        layout = tuple((n, v.shape, v.dtype, v.device) for n, v in data.items()) if data else ()
         key = (mode, z.shape[0], z.dtype, z.device, jacobian, layout)
-        if key in self.graphs:
-            return self.graphs[key]
+        graph = self.graphs.get(key, False)
+        if graph is not False:
+            return graph  # type: ignore[return-value]
         graph, reason = self._trace(z, data, indices, jacobian)
         if graph is None:
             self.fallback(reason, "eagerly")
@@ -156,7 +159,7 @@ class GradientGraphs:
         density = self.density
         names, plates = list(data), list(indices)
 
-        def value_and_grad(z: Tensor, *inputs: Tensor) -> tuple[Tensor, Tensor]:
+        def value_and_grad(z: Tensor, *inputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             chain_data = dict(zip(names, inputs[: len(names)]))
             previous = density._plate_indices
             density._plate_indices = dict(zip(plates, inputs[len(names) :]))
@@ -169,7 +172,9 @@ class GradientGraphs:
                 grad, (_, log_prob) = torch.func.grad_and_value(summed, has_aux=True)(z)
             finally:
                 density._plate_indices = previous
-            return log_prob, grad
+            # Whether to trust this call, computed in the graph (fused by the compiler).
+            finite = torch.isfinite(log_prob).all() & torch.isfinite(grad).all()
+            return log_prob, grad, finite
 
         from torch.fx.experimental.proxy_tensor import make_fx
 
