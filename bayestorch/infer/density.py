@@ -255,6 +255,9 @@ class ModelDensity:
         dtype: the run's: the widest floating dtype among the traced latent values and
             the observations (float64 data give a float64 run).
         device: the accelerator of the observations or latent draws, if any; else CPU.
+        gradient_mode: how ``value_and_grad`` differentiates: ``"eager"`` (default),
+            ``"traced"`` or ``"compiled"`` (one traced graph per number of chains, see
+            ``value_and_grad``; ``bt.infer.mcmc`` chooses with its ``gradient`` argument).
 
     Shape:
         ``log_prob``: ``(chains, dim) -> (chains,)``.
@@ -516,8 +519,9 @@ class ModelDensity:
             if graph is not None:
                 try:
                     with torch.no_grad():
+                        # contiguous: one stride pattern, so no recompilation
                         log_prob, grad, finite = graph(
-                            z.detach(), *data.values(), *self._plate_indices.values()
+                            z.detach().contiguous(), *data.values(), *self._plate_indices.values()
                         )
                 except DENSITY_ERRORS:
                     pass  # the eager path below raises it again, or answers

@@ -114,6 +114,20 @@ def test_fast_value_and_grad_equal_eager(case, chains, mode):
     assert reason.startswith(mode)
 
 
+def test_jacobian_false_has_its_own_graph():
+    density = _density("eight_schools", 4)
+    z = _points(density, 4)
+    x = z.clone().requires_grad_(True)
+    expected_log_prob = density.log_prob(x, jacobian=False)
+    (expected_grad,) = torch.autograd.grad(expected_log_prob.sum(), x)
+    log_prob, grad = density.value_and_grad(z, jacobian=False, mode="traced")
+    torch.testing.assert_close(log_prob, expected_log_prob.detach(), rtol=0, atol=1e-10)
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-10)
+    with_jacobian = density.value_and_grad(z, mode="traced")
+    assert len(density.gradient_reasons) == 2
+    assert not torch.allclose(with_jacobian[0], log_prob)
+
+
 @pytest.mark.parametrize("case", ["eight_schools", "lkj", "chain_data"])
 def test_eager_density_passes_gradcheck(case):
     density = _density(case, 3)
