@@ -80,7 +80,7 @@ from torch import Tensor  # noqa: E402
 
 import bayestorch as bt  # noqa: E402
 from bayestorch.infer import ModelDensity  # noqa: E402
-from bayestorch.infer.gradient import compile_backend  # noqa: E402
+from bayestorch.mcmc.compiled import compile_backend  # noqa: E402
 from bayestorch.testing.targets import EightSchools, LogisticRegression  # noqa: E402
 from bayestorch.utils.autograd import CompiledLogProb, log_prob_and_grad  # noqa: E402
 

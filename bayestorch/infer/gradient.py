@@ -54,14 +54,14 @@ whether every value and gradient is finite."""
 
 
 def check_gradient_mode(mode: Any) -> str:
+    """``mode`` if it is one of ``GRADIENT_MODES``, else a ``ValueError`` listing them."""
     if mode not in GRADIENT_MODES:
         raise ValueError(f"gradient mode must be one of {GRADIENT_MODES}, got {mode!r}")
     return mode
 
 
-def compile_backend() -> str:
-    """``bayestorch.mcmc.compiled.compile_backend`` (``BAYESTORCH_COMPILE_BACKEND``, else
-    ``"inductor"``), read here without importing the kernels."""
+def _compile_backend() -> str:
+    # bayestorch.mcmc.compiled.compile_backend, read here without importing the kernels.
     return os.environ.get("BAYESTORCH_COMPILE_BACKEND", "inductor")
 
 
@@ -92,7 +92,7 @@ class _Compiled:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                compiled = torch.compile(self.graph, backend=compile_backend(), dynamic=False)
+                compiled = torch.compile(self.graph, backend=_compile_backend(), dynamic=False)
                 out = compiled(*inputs)
         except torch._dynamo.exc.TorchDynamoException as error:
             first = str(error).splitlines()[0] if str(error) else ""
@@ -146,7 +146,7 @@ class GradientGraphs:
             fn: GraphFn | None = None
         elif mode == "compiled":
             fn = _Compiled(graph, self)
-            reason = f"compiled ({compile_backend()}) for {z.shape[0]} chain(s)"
+            reason = f"compiled ({_compile_backend()}) for {z.shape[0]} chain(s)"
         else:
             fn = graph
             reason = f"traced for {z.shape[0]} chain(s)"

@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 
 from bayestorch.infer.density import INIT_STRATEGIES, ModelDensity
-from bayestorch.infer.gradient import GRADIENT_MODES, compile_backend
+from bayestorch.infer.gradient import GRADIENT_MODES
 from bayestorch.infer.posterior import Posterior, constrain_draws
 from bayestorch.mcmc.base import Kernel
-from bayestorch.mcmc.compiled import resolve_auto
+from bayestorch.mcmc.compiled import compile_backend, resolve_auto
 from bayestorch.mcmc.sample import KERNELS
 from bayestorch.mcmc.sample import sample as run_chains
 
