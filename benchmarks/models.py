@@ -6,7 +6,11 @@ the hand-written unconstrained density of the same model (Jacobians worked out b
 each of ``--chains``. The two are checked to differ by a constant (the normalisers the hand
 density drops) before they are timed; the timing interleaves the two in blocks and reports
 the median of the per-block ratios (robust to the load of a shared machine). Goal (issue
-19): at most 1.2x.
+19): at most 1.2x. Unless ``--no-compiled``, two more columns: the model's traced and
+compiled gradient (``ModelDensity.value_and_grad`` with ``gradient_mode="compiled"``,
+through ``log_prob_and_grad``; checked against the eager gradient) and the hand-written
+density compiled (``bayestorch.utils.CompiledLogProb``), each as a ratio to the eager
+hand-written density, with the CPU seconds of the first call (trace + compile).
 
 Part 2, ``peers``: NUTS on the same model written in each library's own language, 500
 warm-up + 1000 draws per chain by default: Pyro (``pyro.infer.NUTS(model)``, 1 chain, fewer
@@ -23,6 +27,8 @@ For NumPyro, *warm* also leaves out the time JAX spent tracing and compiling
 (``JaxCompileClock`` of ``benchmarks/mcmc.py``); the other rows have no compile step
 (warm = cold). The pair ``bt.infer.mcmc`` at the most chains / NumPyro at the most chains
 runs ``--repeats`` times (the spread on a shared machine); the other rows run once.
+``--gradients eager,compiled`` runs one ``bt.infer.mcmc`` row per ``gradient=`` option
+(default ``auto``), ``--kernel-compile false`` keeps the NUTS kernel eager.
 
 Models (float64, 1 thread):
     eight_schools  Rubin's eight schools, non-centred: mu ~ N(0, 5), tau ~ HalfCauchy(5),
@@ -41,6 +47,7 @@ Usage::
         [--peer-models eight_schools,logistic] [--num-warmup 500] [--num-samples 1000]
         [--pyro-warmup 250] [--pyro-samples 500] [--numpyro-chains 1,4] [--repeats 2]
         [--hand-chains 4,128] [--skip-pyro] [--skip-numpyro] [--quick] [--seed 0]
+        [--no-compiled] [--gradients auto] [--kernel-compile auto]
         [--json out.json]
     python benchmarks/models.py --report a.json,b.json   # merge the tables of several runs
 """
@@ -73,8 +80,9 @@ from torch import Tensor  # noqa: E402
 
 import bayestorch as bt  # noqa: E402
 from bayestorch.infer import ModelDensity  # noqa: E402
+from bayestorch.mcmc.compiled import compile_backend  # noqa: E402
 from bayestorch.testing.targets import EightSchools, LogisticRegression  # noqa: E402
-from bayestorch.utils.autograd import log_prob_and_grad  # noqa: E402
+from bayestorch.utils.autograd import CompiledLogProb, log_prob_and_grad  # noqa: E402
 
 MODELS = ("eight_schools", "logistic", "grunfeld")
 
@@ -308,17 +316,27 @@ def interleaved_ratio(
 def overhead(case: Case, chains: list[int], args: argparse.Namespace) -> list[dict]:
     density = ModelDensity(case.model, *case.args)
     spread = check_same_model(case, density, args.seed)
+    fast = ModelDensity(case.model, *case.args)
+    fast.gradient_mode = "compiled"  # ModelDensity.value_and_grad: traced + torch.compile
     rows = []
     for c in chains:
         z = torch.as_tensor(initial_positions(c, density.dim, args.seed))
-        timed = interleaved_ratio(
-            {
-                "hand": lambda z=z: log_prob_and_grad(case.hand, z),
-                "model": lambda z=z: log_prob_and_grad(density.log_prob, z),
-            },
-            args.min_time,
-            args.blocks,
-        )
+        fns = {
+            "hand": lambda z=z: log_prob_and_grad(case.hand, z),
+            "model": lambda z=z: log_prob_and_grad(density.log_prob, z),
+        }
+        compile_cpu = {}
+        if not args.no_compiled:
+            hand_compiled = CompiledLogProb(case.hand, backend=compile_backend())
+            for name, fn in (("model_compiled", fast), ("hand_compiled", hand_compiled)):
+                with Clock() as clock:  # trace (model) and compile, once per chain count
+                    log_prob_and_grad(fn, z)
+                compile_cpu[name] = clock.cpu
+                fns[name] = lambda z=z, fn=fn: log_prob_and_grad(fn, z)
+            expected = log_prob_and_grad(density.log_prob, z)
+            got = log_prob_and_grad(fast, z)
+            error = max(float((a - b).abs().max()) for a, b in zip(got, expected))
+        timed = interleaved_ratio(fns, args.min_time, args.blocks)
         row = {
             "model": case.name,
             "chains": c,
@@ -330,12 +348,24 @@ def overhead(case: Case, chains: list[int], args: argparse.Namespace) -> list[di
             "ratio_cpu": timed["model"]["ratio_cpu"],
             "constant_spread": spread,
         }
-        rows.append(row)
-        print(
+        line = (
             f"  {case.name:14s} x{c:<4d} hand {row['hand_us']:8.0f} µs  model "
-            f"{row['model_us']:8.0f} µs  ratio {row['ratio']:.2f} (CPU {row['ratio_cpu']:.2f})",
-            flush=True,
+            f"{row['model_us']:8.0f} µs  ratio {row['ratio']:.2f} (CPU {row['ratio_cpu']:.2f})"
         )
+        for name in compile_cpu:
+            row[f"{name}_us"] = timed[name]["wall_us"]
+            row[f"{name}_cpu_us"] = timed[name]["cpu_us"]
+            row[f"{name}_ratio"] = timed[name]["ratio"]
+            row[f"{name}_ratio_cpu"] = timed[name]["ratio_cpu"]
+            row[f"{name}_compile_cpu_s"] = compile_cpu[name]
+            line += f"  {name} {row[f'{name}_cpu_us']:6.0f} µs CPU ({row[f'{name}_ratio_cpu']:.2f})"
+        if compile_cpu:
+            row["model_compiled_max_error"] = error
+            row["model_compiled_over_hand_compiled_cpu"] = (
+                row["model_compiled_ratio_cpu"] / row["hand_compiled_ratio_cpu"]
+            )
+        rows.append(row)
+        print(line, flush=True)
     return rows
 
 
@@ -391,7 +421,9 @@ def executed_steps(result) -> float:
     return sum(float(s.max(0).values.sum()) for s in steps if s is not None)
 
 
-def run_bt_model(case: Case, chains: int, args: argparse.Namespace, seed: int) -> Row:
+def run_bt_model(
+    case: Case, chains: int, args: argparse.Namespace, seed: int, gradient: str = "auto"
+) -> Row:
     density_dim = ModelDensity(case.model, *case.args).dim
     init = torch.as_tensor(initial_positions(chains, density_dim, args.seed))
     g = torch.Generator().manual_seed(seed)
@@ -406,11 +438,13 @@ def run_bt_model(case: Case, chains: int, args: argparse.Namespace, seed: int) -
             init=init,
             generator=g,
             progress=False,
+            gradient=gradient,
+            kernel_kwargs={"compile": args.kernel_compile},
         )
     ess = min_bulk_ess(stacked(posterior.draws, chains, args.num_samples))
     return Row(
         case.name,
-        "bt.infer.mcmc NUTS (model)",
+        "bt.infer.mcmc NUTS (model)" + ("" if gradient == "auto" else f", gradient={gradient}"),
         chains,
         args.num_samples,
         args.num_warmup,
@@ -527,17 +561,35 @@ def run_numpyro(case: Case, chains: int, args: argparse.Namespace, seed: int) ->
 
 
 def overhead_table(rows: list[dict]) -> str:
+    compiled = any("model_compiled_us" in r for r in rows)
     lines = [
         "| model | chains | hand-written µs / grad, wall (CPU) | model µs / grad, wall (CPU) "
-        "| ratio, wall (CPU) |",
-        "|---|---:|---:|---:|---:|",
+        "| ratio, wall (CPU) |"
+        + (
+            " model compiled µs, CPU | ratio to hand eager, CPU | hand compiled µs, CPU "
+            "| model compiled / hand compiled, CPU | trace + compile s, CPU (model; hand) |"
+            if compiled
+            else ""
+        ),
+        "|---|---:|---:|---:|---:|" + ("---:|---:|---:|---:|---:|" if compiled else ""),
     ]
     for r in rows:
-        lines.append(
+        line = (
             f"| {r['model']} | {r['chains']} | {r['hand_us']:.0f} ({r['hand_cpu_us']:.0f}) "
             f"| {r['model_us']:.0f} ({r['model_cpu_us']:.0f}) "
             f"| {r['ratio']:.2f} ({r['ratio_cpu']:.2f}) |"
         )
+        if compiled and "model_compiled_us" in r:
+            line += (
+                f" {r['model_compiled_cpu_us']:.0f} | {r['model_compiled_ratio_cpu']:.2f} "
+                f"| {r['hand_compiled_cpu_us']:.0f} "
+                f"| {r['model_compiled_over_hand_compiled_cpu']:.2f} "
+                f"| {r['model_compiled_compile_cpu_s']:.1f}; "
+                f"{r['hand_compiled_compile_cpu_s']:.1f} |"
+            )
+        elif compiled:
+            line += " - | - | - | - | - |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -644,6 +696,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--hand-chains", type=str, default="4,128", help="hand-written NUTS rows ('' for none)"
     )
+    p.add_argument(
+        "--no-compiled",
+        action="store_true",
+        help="overhead: no compiled columns (ModelDensity.value_and_grad, CompiledLogProb)",
+    )
+    p.add_argument(
+        "--gradients",
+        type=str,
+        default="auto",
+        help="peers: bt.infer.mcmc's gradient= options, one model row each (e.g. eager,compiled)",
+    )
+    p.add_argument(
+        "--kernel-compile",
+        type=lambda v: {"true": True, "false": False, "auto": "auto"}[v.lower()],
+        default="auto",
+        help="peers: the NUTS kernel's compile= of the bt.infer.mcmc rows (true/false/auto)",
+    )
     p.add_argument("--min-time", type=float, default=2.0, help="overhead: seconds per fn")
     p.add_argument("--blocks", type=int, default=7, help="overhead: interleaved blocks")
     p.add_argument(
@@ -690,7 +759,13 @@ def peer_jobs(
     many = []  # bayestorch at more chains than NumPyro runs: last
     for c in chains:
         bt_jobs = [(f"bt hand x{c}", partial(run_bt_hand, case, c, args))] if c in hand else []
-        bt_jobs.append((f"bt model x{c}", partial(run_bt_model, case, c, args)))
+        for gradient in [g.strip() for g in args.gradients.split(",") if g.strip()]:
+            bt_jobs.append(
+                (
+                    f"bt model {gradient} x{c}",
+                    partial(run_bt_model, case, c, args, gradient=gradient),
+                )
+            )
         (many if c > max(numpyro_chains, default=0) else jobs).extend(bt_jobs)
     jobs += [(f"numpyro x{c}", partial(run_numpyro, case, c, args)) for c in numpyro_chains]
     return jobs + many

@@ -24,10 +24,12 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from bayestorch.infer.gradient import GradientGraphs, check_gradient_mode
 from bayestorch.infer.primitives import lazy_plates
 from bayestorch.infer.runtime import Handler
 from bayestorch.infer.transforms import biject_to
 from bayestorch.infer.vmap_rules import site_log_prob
+from bayestorch.utils.autograd import DENSITY_ERRORS
 from bayestorch.utils.random import check_generator_device
 
 __all__ = ["LatentSite", "ModelDensity", "ObservedSite"]
@@ -253,6 +255,9 @@ class ModelDensity:
         dtype: the run's: the widest floating dtype among the traced latent values and
             the observations (float64 data give a float64 run).
         device: the accelerator of the observations or latent draws, if any; else CPU.
+        gradient_mode: how ``value_and_grad`` differentiates: ``"eager"`` (default),
+            ``"traced"`` or ``"compiled"`` (one traced graph per number of chains, see
+            ``value_and_grad``; ``bt.infer.mcmc`` chooses with its ``gradient`` argument).
 
     Shape:
         ``log_prob``: ``(chains, dim) -> (chains,)``.
@@ -268,6 +273,8 @@ class ModelDensity:
         self._record_terms = False
         self.subsample_generator: torch.Generator | None = None
         self.chain_data: dict[str, Tensor] | None = None
+        self._gradient_mode = "eager"
+        self._gradients = GradientGraphs(self)
         self._build(self._trace())
 
     # -- tracing --------------------------------------------------------------------------
@@ -403,14 +410,23 @@ class ModelDensity:
         run.check_complete()
         return run
 
-    def _over_chains(self, fn: Callable[[Tensor, dict[str, Tensor]], Any], z: Tensor) -> Any:
-        """``fn(z_chain, chain_data_chain)`` for every chain, as one vectorised call."""
+    def _chain_data(self, z: Tensor) -> dict[str, Tensor]:
         data = self.chain_data or {}
         for name, value in data.items():
             if value.shape[0] != z.shape[0]:
                 raise ValueError(
                     f"chain_data[{name!r}] has {value.shape[0]} rows, z has {z.shape[0]} chains"
                 )
+        return dict(sorted(data.items()))
+
+    def _over_chains(
+        self,
+        fn: Callable[[Tensor, dict[str, Tensor]], Any],
+        z: Tensor,
+        data: dict[str, Tensor] | None = None,
+    ) -> Any:
+        """``fn(z_chain, chain_data_chain)`` for every chain, as one vectorised call."""
+        data = self._chain_data(z) if data is None else data
         return vectorised(lambda inputs: fn(*inputs), (z, data))
 
     def _draw_subsamples(self) -> None:
@@ -431,14 +447,94 @@ class ModelDensity:
         """
         self._check_z(z)
         self._draw_subsamples()
-
-        def single(zc: Tensor, data: dict[str, Tensor]) -> Tensor:
-            total = self._run(zc, data, jacobian).total
-            return total if isinstance(total, Tensor) else zc.new_tensor(total)
-
-        return self._over_chains(single, z)
+        return self._log_prob(z, self._chain_data(z), jacobian)
 
     __call__ = log_prob
+
+    def _log_prob(self, z: Tensor, data: dict[str, Tensor], jacobian: bool) -> Tensor:
+        """``log_prob`` at the current plate indices, ``chain_data`` given (checked)."""
+
+        def single(zc: Tensor, chain: dict[str, Tensor]) -> Tensor:
+            total = self._run(zc, chain, jacobian).total
+            return total if isinstance(total, Tensor) else zc.new_tensor(total)
+
+        return self._over_chains(single, z, data)
+
+    @property
+    def gradient_mode(self) -> str:
+        """How ``value_and_grad`` computes: ``"eager"`` (the default: autograd through
+        ``log_prob``), ``"traced"`` (one ``make_fx`` graph of the value and gradient per
+        number of chains) or ``"compiled"`` (that graph compiled by ``torch.compile``)."""
+        return self._gradient_mode
+
+    @gradient_mode.setter
+    def gradient_mode(self, mode: str) -> None:
+        self._gradient_mode = check_gradient_mode(mode)
+
+    @property
+    def gradient_reasons(self) -> dict[tuple, str]:
+        """Per traced layout ``(mode, chains, dtype, device, jacobian, chain_data layout)``,
+        the path ``value_and_grad`` takes: ``"traced ..."``, ``"compiled ..."``, or why it
+        stays eager."""
+        return dict(self._gradients.reasons)
+
+    def value_and_grad(
+        self, z: Tensor, jacobian: bool = True, mode: str | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``log_prob(z)`` and its gradient in ``z``, detached; fast on small models.
+
+        ``mode`` (default ``self.gradient_mode``): ``"eager"`` differentiates ``log_prob``
+        with autograd. ``"traced"`` traces the value and gradient once per number of
+        chains, dtype, device, ``jacobian`` and ``chain_data`` layout with
+        ``torch.fx.experimental.proxy_tensor.make_fx`` (on fake tensors: no value is seen)
+        into a graph of ATen operations (no handlers, vmap or torch.distributions Python
+        left) and runs it; ``"compiled"`` also compiles that graph with ``torch.compile``
+        (``dynamic=False``, backend ``BAYESTORCH_COMPILE_BACKEND`` or inductor; seconds, once
+        per layout). ``bayestorch.utils.log_prob_and_grad`` calls this method when it is
+        given the density itself, so ``bt.mcmc.NUTS(density)`` gets the fast gradient.
+
+        What stays exact:
+
+        * Subsampled plates: their indices are drawn in eager at each call (as
+          ``log_prob`` does, from ``subsample_generator``) and are inputs of the graph, as
+          are the ``chain_data`` tensors. The model's own arguments are constants of the
+          graph: build a new density for new data.
+        * A model that cannot be traced (it branches on a value, calls ``.item()``, ...) or
+          whose graph draws random numbers runs eagerly; a ``RuntimeWarning`` says why, once
+          per density (``gradient_reasons`` keeps the reason). A ``torch.compile`` failure
+          warns once and runs the traced graph.
+        * A graph call that raises, or gives a non-finite value or gradient, is redone
+          eagerly: an exception of the density (a failed Cholesky) is raised as in eager,
+          so ``log_prob_and_grad``'s guard rejects those chains.
+
+        Shape:
+            ``(chains, dim) -> (chains,), (chains, dim)``.
+        """
+        self._check_z(z)
+        mode = self.gradient_mode if mode is None else check_gradient_mode(mode)
+        data = self._chain_data(z)
+        self._draw_subsamples()
+        if mode != "eager":
+            graph = self._gradients.get(mode, z, data, self._plate_indices, jacobian)
+            if graph is not None:
+                try:
+                    with torch.no_grad():
+                        # contiguous: one stride pattern, so no recompilation
+                        log_prob, grad, finite = graph(
+                            z.detach().contiguous(), *data.values(), *self._plate_indices.values()
+                        )
+                except DENSITY_ERRORS:
+                    pass  # the eager path below raises it again, or answers
+                else:
+                    if finite:  # else the eager path decides (it may raise)
+                        return log_prob, grad
+        with torch.enable_grad():
+            x = z.detach().requires_grad_(True)
+            log_prob = self._log_prob(x, data, jacobian)
+            if not log_prob.requires_grad:  # no latent value enters the density
+                return log_prob.detach(), torch.zeros_like(x)
+            (grad,) = torch.autograd.grad(log_prob.sum(), x)
+        return log_prob.detach(), grad.detach()
 
     def constrain(self, z: Tensor) -> dict[str, Tensor]:
         """Named constrained values of the latent sites and the deterministic sites.
@@ -487,6 +583,11 @@ class ModelDensity:
                 indices = torch.arange(self.plates[plate_name], device=self.device)
                 self._arange[plate_name] = indices
         return indices
+
+    def _cache_plate_ranges(self) -> None:
+        for name in self.plates:
+            if name not in self._arange:
+                self._arange[name] = torch.arange(self.plates[name], device=self.device)
 
     def _full_indices(self) -> dict[str, Tensor]:
         return {
