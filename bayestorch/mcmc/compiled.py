@@ -186,18 +186,25 @@ class TrajectoryFunction:
         return torch.compile(_own_code(call), dynamic=False, backend=backend, options=options)
 
     def _first_call(self, *args):
-        # Dynamo's first compilation in a process turns torch.distributions' argument
-        # validation off for everyone (``TorchPatcher.patch``): a silent global change to the
-        # user's densities, which then return NaN where they raised. Restore the setting.
         # torch's own deprecation warnings while compiling are not the user's business.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            tensors = torch.utils._pytree.tree_leaves(args)
+            device = next(t.device for t in tensors if isinstance(t, Tensor))
+            self._compiled_fn = self._build(device)
+            return self._compiled_fn(*args)
+
+    def _call_compiled(self, *args):
+        # torch.distributions' argument checks branch on values: they cannot be part of a
+        # graph (a compiled trajectory is one), so they are off inside compiled calls, and
+        # restored after (dynamo's first compilation in a process also turns them off for
+        # everyone, ``TorchPatcher.patch``: a silent change to the user's densities).
         validate = Distribution._validate_args
+        Distribution.set_default_validate_args(False)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                tensors = torch.utils._pytree.tree_leaves(args)
-                device = next(t.device for t in tensors if isinstance(t, Tensor))
-                self._compiled_fn = self._build(device)
-                return self._compiled_fn(*args)
+            if self._compiled_fn is None:
+                return self._first_call(*args)
+            return self._compiled_fn(*args)
         finally:
             Distribution.set_default_validate_args(validate)
 
@@ -205,9 +212,7 @@ class TrajectoryFunction:
         if not self.compiled:
             return self.eager(*args)
         try:
-            if self._compiled_fn is None:
-                return self._first_call(*args)
-            return self._compiled_fn(*args)
+            return self._call_compiled(*args)
         except torch._dynamo.exc.TorchDynamoException as error:
             self.compiled = False
             first_line = str(error).splitlines()[0] if str(error) else ""
