@@ -90,7 +90,7 @@ def _cases():
     for name in sorted(KERNELS):
         if name in HMC_FAMILY:
             yield pytest.param(name, False, id=f"{name}-eager")
-            yield pytest.param(name, True, id=f"{name}-compiled")
+            yield pytest.param(name, True, id=f"{name}-compiled", marks=pytest.mark.compiled)
         else:
             yield pytest.param(name, False, id=name)
 

@@ -92,8 +92,11 @@ def _with_hmc_compile(cases):
             for compile in (False, True):
                 variant = "compiled" if compile else "eager"
                 compiled_options = {**options, "compile": compile}
+                marks = [pytest.mark.compiled] if compile else []
                 params.append(
-                    pytest.param(kernel, compiled_options, compile, id=f"{kernel}-{variant}")
+                    pytest.param(
+                        kernel, compiled_options, compile, id=f"{kernel}-{variant}", marks=marks
+                    )
                 )
         else:
             params.append(pytest.param(kernel, options, False, id=kernel))
@@ -147,7 +150,7 @@ def test_a_density_raising_far_out_is_zero_there_for_every_kernel(kernel, option
     "make, hmc_compile",
     [
         pytest.param(NUTS, False, id="NUTS-eager"),
-        pytest.param(NUTS, True, id="NUTS-compiled"),
+        pytest.param(NUTS, True, id="NUTS-compiled", marks=pytest.mark.compiled),
         pytest.param(RandomWalkMetropolis, False, id="RandomWalkMetropolis"),
         pytest.param(SliceSampler, False, id="SliceSampler"),
     ],
