@@ -12,14 +12,22 @@ A statistical test asserts on a random outcome. Each such assertion:
 * is sized so that a subtly wrong sampler fails it (the test says which wrong variant
   it rejects, or has a sibling test that shows it).
 
-Markers: ``statistical`` (the above), ``slow`` (seconds to minutes), ``gpu`` (needs CUDA).
+Markers: ``statistical`` (the above), ``slow`` (seconds to minutes), ``gpu`` (needs CUDA),
+``compiled`` (the compiled variant of an HMC-family test, see ``hmc_compile``).
 
 Devices: ``pytest --device cuda`` runs the device-parametrised tests on a GPU; they are
 skipped cleanly when CUDA is not available. ``--device all`` runs them on every device
 present.
+
+Compiled kernels: every test of an HMC-family kernel (HMC, NUTS, ChEES-HMC) takes the
+``hmc_compile`` fixture and runs twice, eager and compiled (``compile=True``). The compiled
+variant uses torch.compile's ``aot_eager`` backend unless ``BAYESTORCH_COMPILE_BACKEND`` is
+set: ``BAYESTORCH_COMPILE_BACKEND=inductor make test`` runs them through the real compiler.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -76,3 +84,42 @@ def pytest_collection_modifyitems(config, items):
 def generator() -> torch.Generator:
     """A CPU generator with the suite's fixed seed (tests needing another seed make their own)."""
     return torch.Generator().manual_seed(20261125)
+
+
+COMPILE_BACKEND_VARIABLE = "BAYESTORCH_COMPILE_BACKEND"
+
+
+def _hmc_compile(compiled: bool, monkeypatch: pytest.MonkeyPatch) -> bool:
+    if compiled and COMPILE_BACKEND_VARIABLE not in os.environ:
+        monkeypatch.setenv(COMPILE_BACKEND_VARIABLE, "aot_eager")
+    return compiled
+
+
+HMC_COMPILE_PARAMS = [
+    pytest.param(False, id="eager"),
+    pytest.param(True, id="compiled", marks=pytest.mark.compiled),
+]
+
+
+@pytest.fixture(params=HMC_COMPILE_PARAMS)
+def hmc_compile(request, monkeypatch) -> bool:
+    """The ``compile=`` argument of an HMC-family kernel: ``False`` (id ``eager``), then
+    ``True`` (id ``compiled``). Pass it to the kernel (``NUTS(..., compile=hmc_compile)``,
+    ``bt.mcmc.sample(..., compile=hmc_compile)``, ``kernel_kwargs={"compile": ...}``).
+
+    The compiled variant runs torch.compile's ``aot_eager`` backend (dynamo and
+    AOTAutograd trace and functionalise the trajectory exactly as inductor does, but no C++
+    is generated: about a second per graph instead of tens), unless the environment already
+    sets ``BAYESTORCH_COMPILE_BACKEND``: ``BAYESTORCH_COMPILE_BACKEND=inductor make test``
+    runs the compiled variants through the real compiler. The compiled variants carry the
+    ``compiled`` marker (``-m "not compiled"`` runs the eager ones only). A test
+    parametrised explicitly over ``hmc_compile`` (``indirect=["hmc_compile"]``) gets the
+    same backend; mark its compiled cases ``compiled`` too."""
+    return _hmc_compile(request.param, monkeypatch)
+
+
+@pytest.fixture(scope="module", params=HMC_COMPILE_PARAMS)
+def hmc_compile_module(request) -> bool:
+    """``hmc_compile`` for module-scoped fixtures (a run shared by several tests)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield _hmc_compile(request.param, monkeypatch)

@@ -85,7 +85,7 @@ CONJUGATE = {
 
 @pytest.mark.statistical
 @pytest.mark.parametrize("case", sorted(CONJUGATE))
-def test_conjugate_posterior_mean_and_variance(case):
+def test_conjugate_posterior_mean_and_variance(case, hmc_compile):
     model, data, site, exact = CONJUGATE[case]
     post = bt.infer.mcmc(
         model,
@@ -95,6 +95,7 @@ def test_conjugate_posterior_mean_and_variance(case):
         num_samples=300,
         generator=torch.Generator().manual_seed(1),
         progress=False,
+        kernel_kwargs={"compile": hmc_compile},
     )
     draws = post.draws[site]
     assert draws.shape == (16, 300) + exact.event_shape
@@ -126,7 +127,7 @@ SBC = {
 REPLICATIONS, DRAWS, THIN = 160, 100, 10  # ranks in 0..10 from 10 thinned draws
 
 
-def _sbc_ranks(model, data_site, broken_site=None):
+def _sbc_ranks(model, data_site, broken_site=None, compile=False):
     """Ranks of each true latent scalar among thinned posterior draws, one replication
     per chain (its own data set through chain_data)."""
     g = torch.Generator().manual_seed(2026)
@@ -141,7 +142,9 @@ def _sbc_ranks(model, data_site, broken_site=None):
         progress=False,
     )
     if broken_site is None:
-        post = bt.infer.mcmc(model, chain_data={data_site: data}, **kwargs)
+        post = bt.infer.mcmc(
+            model, chain_data={data_site: data}, kernel_kwargs={"compile": compile}, **kwargs
+        )
         draws = post.draws
     else:  # the same density with one constraint's log-Jacobian left out
         density = bt.infer.ModelDensity(model, **{data_site: data[0]})
@@ -153,7 +156,11 @@ def _sbc_ranks(model, data_site, broken_site=None):
 
         init = density.init(REPLICATIONS, g)
         result = bt.mcmc.sample(
-            broken, init, kernel="nuts", **{k: v for k, v in kwargs.items() if k != "chains"}
+            broken,
+            init,
+            kernel="nuts",
+            compile=compile,
+            **{k: v for k, v in kwargs.items() if k != "chains"},
         )
         draws = bt.infer.posterior.constrain_draws(density, result.samples)
     ranks = []
@@ -177,11 +184,13 @@ def _assert_uniform_ranks(ranks):
 @pytest.mark.slow
 @pytest.mark.statistical
 @pytest.mark.parametrize("case", sorted(SBC))
-def test_simulation_based_calibration(case):
+def test_simulation_based_calibration(case, hmc_compile):
     model, data_site, _ = SBC[case]
-    _assert_uniform_ranks(_sbc_ranks(model, data_site))
+    _assert_uniform_ranks(_sbc_ranks(model, data_site, compile=hmc_compile))
 
 
+# Eager only: a test of the SBC check's power (a wrong density), which does not depend on
+# how the kernel runs its trajectory.
 @pytest.mark.slow
 @pytest.mark.statistical
 def test_simulation_based_calibration_rejects_a_missing_jacobian():
@@ -351,7 +360,7 @@ def eight_schools(sigma, y=None):
 
 
 @pytest.fixture(scope="module")
-def eight_schools_posterior():
+def eight_schools_posterior(hmc_compile_module):
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -364,6 +373,7 @@ def eight_schools_posterior():
             num_samples=100,
             generator=torch.Generator().manual_seed(10),
             progress=False,
+            kernel_kwargs={"compile": hmc_compile_module},
         )
     finally:
         torch.set_default_dtype(previous)
@@ -410,9 +420,16 @@ def test_to_arviz_supports_loo(eight_schools_posterior):
     assert loo.elpd_loo <= float(in_sample.sum()) + 1e-9
 
 
-def test_mcmc_resume_gives_the_draws_of_an_uninterrupted_run():
+def test_mcmc_resume_gives_the_draws_of_an_uninterrupted_run(hmc_compile):
     snapshots = []
-    kwargs = dict(chains=3, num_warmup=30, num_samples=30, progress=False, checkpoint_every=20)
+    kwargs = dict(
+        chains=3,
+        num_warmup=30,
+        num_samples=30,
+        progress=False,
+        checkpoint_every=20,
+        kernel_kwargs={"compile": hmc_compile},
+    )
     full = bt.infer.mcmc(
         normal_normal,
         Y_NORMAL,
@@ -430,8 +447,20 @@ def test_mcmc_resume_gives_the_draws_of_an_uninterrupted_run():
     torch.testing.assert_close(resumed.draws["mu"], full.draws["mu"], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("kernel", ["hmc", "chees", "slice", "rwm"])
-def test_every_kernel_runs_on_a_model(kernel):
+@pytest.mark.parametrize(
+    "kernel, hmc_compile",
+    [
+        pytest.param("hmc", False, id="hmc-eager"),
+        pytest.param("hmc", True, id="hmc-compiled", marks=pytest.mark.compiled),
+        pytest.param("chees", False, id="chees-eager"),
+        pytest.param("chees", True, id="chees-compiled", marks=pytest.mark.compiled),
+        pytest.param("slice", False, id="slice"),
+        pytest.param("rwm", False, id="rwm"),
+    ],
+    indirect=["hmc_compile"],
+)
+def test_every_kernel_runs_on_a_model(kernel, hmc_compile):
+    options = {"hmc": {"num_steps": 5, "compile": hmc_compile}, "chees": {"compile": hmc_compile}}
     post = bt.infer.mcmc(
         beta_binomial,
         torch.tensor(7.0),
@@ -441,13 +470,13 @@ def test_every_kernel_runs_on_a_model(kernel):
         num_samples=40,
         generator=torch.Generator().manual_seed(13),
         progress=False,
-        kernel_kwargs={"num_steps": 5} if kernel == "hmc" else None,
+        kernel_kwargs=options.get(kernel),
     )
     assert post.draws["p"].shape == (4, 40)
     assert bool(((post.draws["p"] > 0) & (post.draws["p"] < 1)).all())
 
 
-def test_init_from_constrained_values():
+def test_init_from_constrained_values(hmc_compile):
     post = bt.infer.mcmc(
         beta_binomial,
         torch.tensor(7.0),
@@ -457,6 +486,7 @@ def test_init_from_constrained_values():
         init={"p": torch.tensor(0.3)},
         generator=torch.Generator().manual_seed(14),
         progress=False,
+        kernel_kwargs={"compile": hmc_compile},
     )
     assert post.samples.shape == (2, 5, 1)
 
@@ -533,7 +563,7 @@ def test_predictive_with_a_gamma_prior_under_warnings_as_errors():
     assert draws["y"].shape == (50, 3)
 
 
-def test_to_arviz_with_more_chains_than_draws():
+def test_to_arviz_with_more_chains_than_draws(hmc_compile):
     post = bt.infer.mcmc(
         beta_binomial,
         torch.tensor(7.0),
@@ -542,5 +572,6 @@ def test_to_arviz_with_more_chains_than_draws():
         num_samples=4,
         generator=torch.Generator().manual_seed(19),
         progress=False,
+        kernel_kwargs={"compile": hmc_compile},
     )
     assert post.to_arviz().posterior["p"].shape == (8, 4)

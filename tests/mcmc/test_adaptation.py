@@ -57,7 +57,7 @@ def test_dual_averaging_finds_the_step_size_of_a_known_acceptance_curve():
     torch.testing.assert_close(da_final(state), expected, rtol=1e-2, atol=0)
 
 
-def _eight_schools_divergences(chains: int, num_samples: int, seed: int):
+def _eight_schools_divergences(chains: int, num_samples: int, seed: int, compile: bool):
     target = EightSchools(centred=False)
     g = torch.Generator().manual_seed(seed)
     x0 = torch.rand(chains, 10, generator=g, dtype=F64) * 4 - 2  # Stan's uniform(-2, 2)
@@ -69,14 +69,14 @@ def _eight_schools_divergences(chains: int, num_samples: int, seed: int):
         num_samples=num_samples,
         generator=g,
         progress=False,
-        compile=False,
+        compile=compile,
     )
     return int(result.num_divergent.sum()), chains * num_samples, result.kernel
 
 
 @pytest.mark.slow
 @pytest.mark.statistical
-def test_many_chains_diverge_no_more_than_four():
+def test_many_chains_diverge_no_more_than_four(hmc_compile):
     """Issue 20: 128 chains on non-centred eight schools are as safe as 4.
 
     One-sided exact test of equal divergence rates (conditional on the total, the 128-chain
@@ -86,8 +86,8 @@ def test_many_chains_diverge_no_more_than_four():
     At this test's size the old kernel's expected counts (about 20 vs 1.5) fail it only
     sometimes: the test guards against a gross regression, the figures above measure it.
     """
-    d_many, n_many, kernel = _eight_schools_divergences(128, 100, seed=1)
-    d_few, n_few, _ = _eight_schools_divergences(4, 1000, seed=2)
+    d_many, n_many, kernel = _eight_schools_divergences(128, 100, seed=1, compile=hmc_compile)
+    d_few, n_few, _ = _eight_schools_divergences(4, 1000, seed=2, compile=hmc_compile)
     assert kernel.step_size.dim() == 0  # pooled after warm-up
     total = d_many + d_few
     if total:
@@ -96,10 +96,10 @@ def test_many_chains_diverge_no_more_than_four():
         assert pvalue > 1e-3, (d_many, n_many, d_few, n_few)
 
 
-def test_warmup_step_sizes_per_chain_pooled_by_median():
+def test_warmup_step_sizes_per_chain_pooled_by_median(hmc_compile):
     target = EightSchools(centred=False)
     g = torch.Generator().manual_seed(3)
-    kernel = NUTS(target.log_prob, compile=False)
+    kernel = NUTS(target.log_prob, compile=hmc_compile)
     state = kernel.init(torch.rand(5, 10, generator=g, dtype=F64) * 4 - 2, g)
     adapt = kernel.warmup_init(state, 40)
     for i in range(40):
@@ -113,9 +113,9 @@ def test_warmup_step_sizes_per_chain_pooled_by_median():
     assert own.min() < own.max()  # chains really adapted apart
 
 
-def test_short_warmup_is_logged(caplog):
+def test_short_warmup_is_logged(caplog, hmc_compile):
     target = EightSchools(centred=False)
-    kernel = NUTS(target.log_prob, compile=False)
+    kernel = NUTS(target.log_prob, compile=hmc_compile)
     state = kernel.init(torch.zeros(2, 10, dtype=F64))
     with caplog.at_level(logging.WARNING, logger="bayestorch"):
         kernel.warmup_init(state, 100)

@@ -46,10 +46,14 @@ def _imh(log_prob_fn):
 
 # name -> factory(log_prob_fn); kernels are used without warm-up, at fixed settings.
 KERNELS = {
-    "HMC": lambda lp: mcmc.HMC(lp, 5, step_size=0.3),
-    "HMC-jitter": lambda lp: mcmc.HMC(lp, 5, step_size=0.3, step_size_jitter=0.5),
-    "NUTS": lambda lp: mcmc.NUTS(lp, step_size=0.4),
-    "ChEESHMC": lambda lp: mcmc.ChEESHMC(lp, step_size=0.3, trajectory_length=1.5),
+    "HMC": lambda lp, compile=False: mcmc.HMC(lp, 5, step_size=0.3, compile=compile),
+    "HMC-jitter": lambda lp, compile=False: mcmc.HMC(
+        lp, 5, step_size=0.3, step_size_jitter=0.5, compile=compile
+    ),
+    "NUTS": lambda lp, compile=False: mcmc.NUTS(lp, step_size=0.4, compile=compile),
+    "ChEESHMC": lambda lp, compile=False: mcmc.ChEESHMC(
+        lp, step_size=0.3, trajectory_length=1.5, compile=compile
+    ),
     "RandomWalkMetropolis": lambda lp: mcmc.RandomWalkMetropolis(lp, 0.8),
     "IndependentMetropolis": _imh,
     "SliceSampler": lambda lp: mcmc.SliceSampler(lp, 1.5),
@@ -78,18 +82,28 @@ def test_registry_is_complete():
     assert set(mcmc.KERNELS.values()) <= covered
 
 
-@pytest.fixture(params=sorted(KERNELS), ids=str)
-def kernel_name(request):
-    return request.param
+# The HMC family (a compile= argument) runs the suite eager and compiled.
+HMC_FAMILY = {"HMC", "HMC-jitter", "NUTS", "ChEESHMC"}
 
 
+def _cases():
+    for name in sorted(KERNELS):
+        if name in HMC_FAMILY:
+            yield pytest.param(name, False, id=f"{name}-eager")
+            yield pytest.param(name, True, id=f"{name}-compiled", marks=pytest.mark.compiled)
+        else:
+            yield pytest.param(name, False, id=name)
+
+
+@pytest.mark.parametrize("kernel_name, hmc_compile", list(_cases()), indirect=["hmc_compile"])
 class TestKernels(KernelTestCase):
     num_chains = 2000
     num_steps = 4
 
     @pytest.fixture(autouse=True)
-    def _select(self, kernel_name):
-        self.factory = KERNELS[kernel_name]
+    def _select(self, kernel_name, hmc_compile):
+        factory = KERNELS[kernel_name]
+        self.factory = (lambda lp: factory(lp, compile=True)) if hmc_compile else factory
 
     def make_kernel(self, log_prob_fn):
         return self.factory(log_prob_fn)

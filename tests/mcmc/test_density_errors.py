@@ -64,10 +64,10 @@ def gp_log_density(v):
 
 
 @pytest.mark.statistical
-def test_issue_reproducer_nuts_runs_on_and_targets_the_right_law():
+def test_issue_reproducer_nuts_runs_on_and_targets_the_right_law(hmc_compile):
     # Before the fix: torch.distributions' ValueError ended the run in the first steps.
     g = torch.Generator().manual_seed(1)
-    kernel = NUTS(scale_density, step_size=1000.0)
+    kernel = NUTS(scale_density, step_size=1000.0, compile=hmc_compile)
     with pytest.warns(DensityErrorWarning, match="raised an exception at"):
         result = sample(
             None,
@@ -83,18 +83,41 @@ def test_issue_reproducer_nuts_runs_on_and_targets_the_right_law():
     assert_ks(result.samples[:, 19::20, 0], numerical_cdf(scale_log_density, -8.0, 5.0))
 
 
+def _with_hmc_compile(cases):
+    """``(kernel, options)`` cases -> ``(kernel, options, hmc_compile)``: the HMC family's
+    eager and compiled, the other kernels (no compiled path) once."""
+    params = []
+    for kernel, options in cases:
+        if kernel in ("nuts", "hmc", "chees"):
+            for compile in (False, True):
+                variant = "compiled" if compile else "eager"
+                compiled_options = {**options, "compile": compile}
+                marks = [pytest.mark.compiled] if compile else []
+                params.append(
+                    pytest.param(
+                        kernel, compiled_options, compile, id=f"{kernel}-{variant}", marks=marks
+                    )
+                )
+        else:
+            params.append(pytest.param(kernel, options, False, id=kernel))
+    return params
+
+
 @pytest.mark.statistical
 @pytest.mark.parametrize(
-    "kernel, options",
-    [
-        ("nuts", {}),
-        ("hmc", {"num_steps": 5}),
-        ("chees", {"max_num_steps": 8}),
-        ("rwm", {}),
-        ("slice", {"max_steps_out": 2}),
-    ],
+    "kernel, options, hmc_compile",
+    _with_hmc_compile(
+        [
+            ("nuts", {}),
+            ("hmc", {"num_steps": 5}),
+            ("chees", {"max_num_steps": 8}),
+            ("rwm", {}),
+            ("slice", {"max_steps_out": 2}),
+        ]
+    ),
+    indirect=["hmc_compile"],
 )
-def test_a_density_raising_far_out_is_zero_there_for_every_kernel(kernel, options):
+def test_a_density_raising_far_out_is_zero_there_for_every_kernel(kernel, options, hmc_compile):
     # The draws follow the density restricted to where it does not raise: E[x^2] = 1.389
     # (a sampler that accepted such points would follow N(0, 1.5^2), E[x^2] = 2.25).
     g = torch.Generator().manual_seed(2)
@@ -123,22 +146,40 @@ def test_a_density_raising_far_out_is_zero_there_for_every_kernel(kernel, option
     assert_mcmc_mean(torch.cat([result.samples, result.samples**2], -1), [0.0, second_moment])
 
 
-@pytest.mark.parametrize("make", [NUTS, RandomWalkMetropolis, SliceSampler])
-def test_an_exception_at_the_initial_point_stays_the_density_own_error(make):
+@pytest.mark.parametrize(
+    "make, hmc_compile",
+    [
+        pytest.param(NUTS, False, id="NUTS-eager"),
+        pytest.param(NUTS, True, id="NUTS-compiled", marks=pytest.mark.compiled),
+        pytest.param(RandomWalkMetropolis, False, id="RandomWalkMetropolis"),
+        pytest.param(SliceSampler, False, id="SliceSampler"),
+    ],
+    indirect=["hmc_compile"],
+)
+def test_an_exception_at_the_initial_point_stays_the_density_own_error(make, hmc_compile):
     x0 = torch.tensor([[0.0], [5.0]], dtype=F64)  # chain 1 starts where gp_like raises
+    kernel = make(gp_like, compile=hmc_compile) if make is NUTS else make(gp_like)
     with pytest.raises(torch.linalg.LinAlgError) as info:
-        sample(gp_like, x0, make(gp_like), num_warmup=2, num_samples=2, progress=False)
+        sample(gp_like, x0, kernel, num_warmup=2, num_samples=2, progress=False)
     assert "initial position of chain(s) [1]" in "".join(getattr(info.value, "__notes__", []))
 
 
-def test_a_bug_in_the_density_is_not_swallowed():
+def test_a_bug_in_the_density_is_not_swallowed(hmc_compile):
     def buggy(x):
         if bool((x.abs() > 1).any()):
             raise TypeError("a bug, not a bad point")
         return -0.5 * (x**2).sum(-1)
 
     with pytest.raises(TypeError, match="a bug"):
-        sample(buggy, torch.zeros(4, 1), "nuts", num_warmup=20, num_samples=5, progress=False)
+        sample(
+            buggy,
+            torch.zeros(4, 1),
+            "nuts",
+            num_warmup=20,
+            num_samples=5,
+            progress=False,
+            compile=hmc_compile,
+        )
 
 
 def test_an_error_no_single_chain_reproduces_propagates():

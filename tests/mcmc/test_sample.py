@@ -15,11 +15,18 @@ def std_normal(x):
 
 
 @pytest.mark.parametrize("kernel", ["nuts", "hmc", "chees"])
-def test_shapes_dtype_and_device_follow_the_initial_position(kernel, device):
+def test_shapes_dtype_and_device_follow_the_initial_position(kernel, device, hmc_compile):
     g = torch.Generator(device=device).manual_seed(0)
     x0 = torch.zeros(3, 2, dtype=torch.float32, device=device)
     result = sample(
-        std_normal, x0, kernel, num_warmup=30, num_samples=20, generator=g, progress=False
+        std_normal,
+        x0,
+        kernel,
+        num_warmup=30,
+        num_samples=20,
+        generator=g,
+        progress=False,
+        compile=hmc_compile,
     )
     assert result.samples.shape == (3, 20, 2)
     assert result.samples.dtype == torch.float32 and result.samples.device.type == device.type
@@ -29,7 +36,7 @@ def test_shapes_dtype_and_device_follow_the_initial_position(kernel, device):
     assert result.kernel.step_size.device.type == device.type
 
 
-def test_same_generator_same_draws():
+def test_same_generator_same_draws(hmc_compile):
     def run():
         g = torch.Generator().manual_seed(7)
         return sample(
@@ -40,6 +47,7 @@ def test_same_generator_same_draws():
             num_samples=30,
             generator=g,
             progress=False,
+            compile=hmc_compile,
         ).samples
 
     torch.testing.assert_close(run(), run(), rtol=0, atol=0)
@@ -47,14 +55,16 @@ def test_same_generator_same_draws():
 
 @pytest.mark.parametrize("kernel", ["nuts", "chees"])
 @pytest.mark.parametrize("stop_at", [40, 130])  # during warm-up, during sampling
-def test_resume_from_a_snapshot_continues_exactly(kernel, stop_at):
+def test_resume_from_a_snapshot_continues_exactly(kernel, stop_at, hmc_compile):
     snapshots = {}
 
     def keep(snapshot):
         snapshots[snapshot["iteration"]] = snapshot
 
     x0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
-    kw = dict(num_warmup=100, num_samples=60, progress=False, checkpoint_every=10)
+    kw = dict(
+        num_warmup=100, num_samples=60, progress=False, checkpoint_every=10, compile=hmc_compile
+    )
     full = sample(
         std_normal, x0, kernel, generator=torch.Generator().manual_seed(2), checkpoint_fn=keep, **kw
     )
@@ -73,7 +83,7 @@ def test_resume_from_a_snapshot_continues_exactly(kernel, stop_at):
         torch.testing.assert_close(resumed.stats[name], full.stats[name], rtol=0, atol=0)
 
 
-def test_snapshot_survives_torch_save_weights_only(tmp_path):
+def test_snapshot_survives_torch_save_weights_only(tmp_path, hmc_compile):
     saved = []
     sample(
         std_normal,
@@ -84,13 +94,14 @@ def test_snapshot_survives_torch_save_weights_only(tmp_path):
         progress=False,
         checkpoint_every=10,
         checkpoint_fn=saved.append,
+        compile=hmc_compile,
     )
     torch.save(saved[-1], tmp_path / "s.pt")
     loaded = torch.load(tmp_path / "s.pt", weights_only=True)
     assert loaded["iteration"] == saved[-1]["iteration"]
 
 
-def test_kernel_state_dict_restores_adapted_buffers():
+def test_kernel_state_dict_restores_adapted_buffers(hmc_compile):
     result = sample(
         std_normal,
         torch.zeros(4, 3, dtype=F64),
@@ -99,15 +110,16 @@ def test_kernel_state_dict_restores_adapted_buffers():
         num_samples=5,
         progress=False,
         adapt_per_chain=True,
+        compile=hmc_compile,
     )
-    fresh = NUTS(std_normal)
+    fresh = NUTS(std_normal, compile=hmc_compile)
     fresh.load_state_dict(result.kernel.state_dict())
     torch.testing.assert_close(fresh.step_size, result.kernel.step_size)
     assert fresh.step_size.shape == (4,)
     torch.testing.assert_close(fresh.inverse_mass_matrix, result.kernel.inverse_mass_matrix)
 
 
-def test_progress_bar_runs(capsys):
+def test_progress_bar_runs(capsys, hmc_compile):
     sample(
         std_normal,
         torch.zeros(2, 2),
@@ -116,6 +128,7 @@ def test_progress_bar_runs(capsys):
         num_samples=25,
         progress=True,
         refresh_every=5,
+        compile=hmc_compile,
     )
 
 
@@ -128,26 +141,37 @@ def test_progress_bar_runs(capsys):
         (lambda x: [0.0] * x.shape[0], "torch.Tensor"),
     ],
 )
-def test_bad_log_densities_give_clear_errors(log_prob, message):
+def test_bad_log_densities_give_clear_errors(log_prob, message, hmc_compile):
     with pytest.raises((ValueError, TypeError), match=message):
-        sample(log_prob, torch.zeros(3, 2), "nuts", num_warmup=5, num_samples=5, progress=False)
+        sample(
+            log_prob,
+            torch.zeros(3, 2),
+            "nuts",
+            num_warmup=5,
+            num_samples=5,
+            progress=False,
+            compile=hmc_compile,
+        )
 
 
-def test_bad_arguments_give_clear_errors():
+def test_bad_arguments_give_clear_errors(hmc_compile):
     with pytest.raises(ValueError, match=r"\(chains, dim\)"):
-        sample(std_normal, torch.zeros(3), "nuts", progress=False)
+        sample(std_normal, torch.zeros(3), "nuts", progress=False, compile=hmc_compile)
     with pytest.raises(ValueError, match="unknown kernel"):
         sample(std_normal, torch.zeros(3, 2), "nutz", progress=False)
     with pytest.raises(ValueError, match="mass_matrix"):
-        NUTS(std_normal, mass_matrix="full")
+        NUTS(std_normal, mass_matrix="full", compile=hmc_compile)
     with pytest.raises(ValueError, match="inverse_mass_matrix"):
-        NUTS(std_normal, inverse_mass_matrix=torch.ones(5)).init(torch.zeros(2, 3))
+        NUTS(std_normal, inverse_mass_matrix=torch.ones(5), compile=hmc_compile).init(
+            torch.zeros(2, 3)
+        )
     with pytest.raises(TypeError, match="kernel options"):
-        sample(None, torch.zeros(3, 2), NUTS(std_normal), num_steps=3, progress=False)
+        kernel = NUTS(std_normal, compile=hmc_compile)
+        sample(None, torch.zeros(3, 2), kernel, num_steps=3, progress=False)
 
 
 @pytest.mark.parametrize("kind", ["hmc", "nuts"])
-def test_nan_mid_trajectory_is_a_divergence_and_the_chain_stays(kind):
+def test_nan_mid_trajectory_is_a_divergence_and_the_chain_stays(kind, hmc_compile):
     calls = []
 
     def log_prob(x):
@@ -156,9 +180,9 @@ def test_nan_mid_trajectory_is_a_divergence_and_the_chain_stays(kind):
         return torch.where(x[:, 0] < 1.0, lp, torch.nan)
 
     kernel = (
-        HMC(log_prob, num_steps=10, step_size=0.4)
+        HMC(log_prob, num_steps=10, step_size=0.4, compile=hmc_compile)
         if kind == "hmc"
-        else NUTS(log_prob, step_size=0.4)
+        else NUTS(log_prob, step_size=0.4, compile=hmc_compile)
     )
     g = torch.Generator().manual_seed(0)
     state = kernel.init(torch.zeros(64, 2, dtype=F64))
@@ -172,7 +196,7 @@ def test_nan_mid_trajectory_is_a_divergence_and_the_chain_stays(kind):
     assert not any(calls), "log_prob_fn was called on NaN positions"
 
 
-def test_chees_adapts_trajectory_length_to_the_target_scale():
+def test_chees_adapts_trajectory_length_to_the_target_scale(hmc_compile):
     # Isotropic N(0, s^2): the half period of the dynamics is pi s, so a useful T grows with s.
     # (With U(0, 1) jitter the ChEES criterion plateaus beyond a few half periods, so T is
     # only identified from below: test that it reaches the scale and grows with it.)
@@ -181,7 +205,7 @@ def test_chees_adapts_trajectory_length_to_the_target_scale():
         target = GaussianTarget(torch.zeros(5, dtype=F64), scale**2 * torch.eye(5, dtype=F64))
         g = torch.Generator().manual_seed(3)
         x0 = torch.randn(64, 5, generator=g, dtype=F64)
-        kernel = ChEESHMC(target.log_prob, mass_matrix="identity")
+        kernel = ChEESHMC(target.log_prob, mass_matrix="identity", compile=hmc_compile)
         result = sample(
             None, x0, kernel, num_warmup=300, num_samples=10, generator=g, progress=False
         )
