@@ -41,10 +41,12 @@ __all__ = [
     "AUTO_MAX_CHAINS",
     "AUTO_MIN_WARMUP",
     "INDUCTOR_CPU_OPTIONS",
+    "POINTWISE_CAT_MAX_NUMEL",
     "TrajectoryFunction",
     "check_compile",
     "compile_backend",
     "func_value_and_grad",
+    "inductor_options",
     "pack",
     "resolve_auto",
     "unpack",
@@ -64,16 +66,30 @@ outweighs eager dispatch and the compiled leaf (fixed shapes: its U-turn checkpo
 read and written at every tree level) is no faster (eight schools, 128 chains: 1.0-1.4x)."""
 
 
-INDUCTOR_CPU_OPTIONS = {"cpp_wrapper": True, "force_pointwise_cat": True, "cpp.simdlen": 1}
+INDUCTOR_CPU_OPTIONS = {"cpp_wrapper": True, "cpp.simdlen": 1}
 """Inductor's options on CPU. A compiled trajectory is a ``while_loop`` whose body runs
 thousands of times per second: with inductor's default Python wrapper each iteration pays
 ~1 µs per buffer it allocates or views (~150 for a NUTS leaf), with the C++ wrapper
-(``cpp_wrapper``) far less. ``force_pointwise_cat`` computes the stacked (packed) loop state
-in the fused kernel instead of writing each part through a view of its own. ``cpp.simdlen=1``
-(scalar C++): torch 2.13's vectorised CPU code for the NUTS loop corrupts the heap from ~100
-chains on ("free(): invalid next size", with or without the C++ wrapper; the scalar code
-gives the eager draws to 3e-14 at 100 and 3,000 chains), and on the small tensors this path
-is for, vector loads with masked tails are no faster."""
+(``cpp_wrapper``) far less. ``cpp.simdlen=1`` (scalar C++): torch 2.13's vectorised CPU code
+for the NUTS loop corrupts the heap from ~100 chains on ("free(): invalid next size", with
+or without the C++ wrapper; the scalar code gives the eager draws to 3e-14 at 100 and 3,000
+chains); on eight schools the scalar code was also faster at 128 chains (437 vs 946 µs per
+leaf)."""
+
+POINTWISE_CAT_MAX_NUMEL = 64
+"""Positions ``(chains, dim)`` of at most this many numbers also get inductor's
+``force_pointwise_cat``: the packed loop state is computed inside the fused kernel rather
+than written through a view per part. That saves allocations (eight schools, 1 chain: 54 vs
+68 µs per NUTS leaf; 4 chains: equal) but recomputes shared inputs per element, which at 128
+chains cost 2.8x (1,229 vs 437 µs)."""
+
+
+def inductor_options(device: torch.device, numel: int) -> dict | None:
+    """Inductor's options for a trajectory on ``device`` whose positions hold ``numel``
+    numbers (``None``: inductor's defaults, used off CPU, where they are not measured)."""
+    if device.type != "cpu":
+        return None
+    return {**INDUCTOR_CPU_OPTIONS, "force_pointwise_cat": numel <= POINTWISE_CAT_MAX_NUMEL}
 
 
 def compile_backend() -> str:
@@ -174,7 +190,7 @@ class TrajectoryFunction:
     def eager(self, *args):
         return self.fn(*args, log_prob_fn=self.log_prob_fn, value_and_grad=None, **self.static)
 
-    def _build(self, device: torch.device) -> Callable:
+    def _build(self, device: torch.device, numel: int) -> Callable:
         fn, log_prob_fn, static = self.fn, self.log_prob_fn, self.static
         value_and_grad = func_value_and_grad(log_prob_fn)
 
@@ -182,7 +198,7 @@ class TrajectoryFunction:
             return fn(*args, log_prob_fn=log_prob_fn, value_and_grad=value_and_grad, **static)
 
         backend = compile_backend()
-        options = INDUCTOR_CPU_OPTIONS if backend == "inductor" and device.type == "cpu" else None
+        options = inductor_options(device, numel) if backend == "inductor" else None
         return torch.compile(_own_code(call), dynamic=False, backend=backend, options=options)
 
     def _first_call(self, *args):
@@ -190,8 +206,8 @@ class TrajectoryFunction:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             tensors = torch.utils._pytree.tree_leaves(args)
-            device = next(t.device for t in tensors if isinstance(t, Tensor))
-            self._compiled_fn = self._build(device)
+            position = next(t for t in tensors if isinstance(t, Tensor))
+            self._compiled_fn = self._build(position.device, position.numel())
             return self._compiled_fn(*args)
 
     def _call_compiled(self, *args):
@@ -235,10 +251,13 @@ class TrajectoryFunction:
             return self.eager(*args)
 
 
-def pack(tensors: list[Tensor]) -> tuple[list[Tensor], list[tuple[int, int]]]:
+def pack(tensors: list[Tensor], copy: bool = True) -> tuple[list[Tensor], list[tuple[int, int]]]:
     """Stack tensors of equal dtype and shape: a compiled loop's carried state as a few
     tensors, not ~50 (each costs an allocation and checks per iteration). Returns the
-    stacks (new memory: never aliasing the inputs) and each tensor's (stack, index)."""
+    stacks and each tensor's (stack, index). Stacks are new memory; with ``copy=False`` a
+    tensor alone in its group is only given a leading dim (a view: for a loop body's
+    outputs, which are new tensors already).
+    """
     groups: dict[tuple, int] = {}
     members: list[list[Tensor]] = []
     layout = []
@@ -248,7 +267,9 @@ def pack(tensors: list[Tensor]) -> tuple[list[Tensor], list[tuple[int, int]]]:
             members.append([])
         layout.append((group, len(members[group])))
         members[group].append(t)
-    return [torch.stack(m) for m in members], layout
+    return [
+        m[0].unsqueeze(0) if len(m) == 1 and not copy else torch.stack(m) for m in members
+    ], layout
 
 
 def unpack(stacks, layout: list[tuple[int, int]]) -> list[Tensor]:

@@ -530,9 +530,11 @@ def _doublings_compiled(
         )
         next_traj, any_going, next_sub, next_junction = merged
         complete = (leaf + 1 == (1 << depth)) | ~any_live
-        now, _ = pack(tree_flatten((traj, sub, junction))[0])
-        then, _ = pack(tree_flatten((next_traj, next_sub, next_junction))[0])
-        packed = [torch.where(complete, b, a) for a, b in zip(now, then)]
+        now = tree_flatten((traj, sub, junction))[0]
+        then = tree_flatten((next_traj, next_sub, next_junction))[0]
+        # (The checkpoint buffers pass through a merge: the same tensors, no selection.)
+        kept = [a if b is a else torch.where(complete, b, a) for a, b in zip(now, then)]
+        packed, _ = pack(kept, copy=False)
         going = torch.where(complete, any_going & (depth + 1 < max_tree_depth), going)
         leaf = torch.where(complete, 0, leaf + 1)
         return (leaf, depth + complete.long(), going, *packed)

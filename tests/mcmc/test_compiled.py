@@ -121,7 +121,7 @@ class _Raises(TrajectoryFunction):
         super().__init__(lambda x, **kw: x + 1, lambda x: x.sum(-1), compile=True)
         self.error = error
 
-    def _build(self, device):
+    def _build(self, device, numel):
         def compiled(*args):
             raise self.error
 
