@@ -52,13 +52,15 @@ class ModelLogProb:
     def __init__(self, density: ModelDensity) -> None:
         self.density = density
         self.for_compiled_kernel = False
-        self._graphs: dict[tuple, Callable | None] = {}
+        self._graphs: dict[tuple, tuple[Callable, list[str]] | None] = {}
 
     def __call__(self, z: Tensor) -> Tensor:
         if torch.compiler.is_compiling():
-            graph = self._graphs.get(self._key(z))
-            if graph is not None:
-                return graph(z, *self.density._chain_data(z).values())
+            traced = self._graphs.get(self._key(z))
+            if traced is not None:
+                graph, names = traced
+                data = self.density.chain_data or {}
+                return graph(z, *[data[name] for name in names])
         elif self.for_compiled_kernel and self._key(z) not in self._graphs:
             self._graphs[self._key(z)] = self._trace(z)
         return self.density.log_prob(z)
@@ -71,7 +73,7 @@ class ModelLogProb:
     def _key(z: Tensor) -> tuple:
         return (tuple(z.shape), z.dtype, z.device)
 
-    def _trace(self, z: Tensor) -> Callable | None:
+    def _trace(self, z: Tensor) -> tuple[Callable, list[str]] | None:
         density = self.density
         if density._subsampled:
             return None
@@ -96,7 +98,7 @@ class ModelLogProb:
                 "bt.infer.mcmc: the model cannot be traced for a compiled kernel: %s", error
             )
             return None
-        return graph
+        return graph, names
 
 
 def _build_kernel(kernel: KernelSpec, density: ModelDensity, kernel_kwargs: dict) -> Kernel:
