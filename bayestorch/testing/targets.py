@@ -171,13 +171,17 @@ class EightSchools:
 
     def _observations(self, like: Tensor) -> tuple[Tensor, Tensor]:
         # Built once per dtype and device: a new tensor per call costs more than the model.
+        # Not while torch.compile traces: the tensors made there are the trace's, not real.
         key = (like.dtype, like.device)
-        if key not in self._data:
-            self._data[key] = (
+        data = self._data.get(key)
+        if data is None:
+            data = (
                 torch.tensor(self.y, dtype=like.dtype, device=like.device),
                 torch.tensor(self.sigma, dtype=like.dtype, device=like.device),
             )
-        return self._data[key]
+            if not torch.compiler.is_compiling():
+                self._data[key] = data
+        return data
 
     def log_prob(self, x: Tensor) -> Tensor:
         y, sigma = self._observations(x)
