@@ -1,19 +1,25 @@
-"""The HMC family's trajectory functions, eager or under ``torch.compile``.
+"""The HMC family's transitions, eager or as one ``torch.compile``d graph call.
 
-A transition of HMC, ChEES-HMC or NUTS calls a few small functions many times: a leapfrog
-step (HMC, ChEES) or a NUTS leaf with its multinomial and U-turn bookkeeping, plus the start
-and the merge of each NUTS doubling. In eager PyTorch each of their ~100 ATen operations costs
-a few microseconds of dispatch whatever the tensor size, which is the whole cost on small
-models. ``TrajectoryFunction`` compiles one such function, gradient included
-(``torch.func.grad_and_value`` of the log density), into one graph with static shapes
-(``torch.compile(dynamic=False)``), so a leaf costs one call.
+A transition of HMC, ChEES-HMC or NUTS runs many small steps: leapfrog steps, and for NUTS a
+leaf's multinomial and U-turn bookkeeping and each doubling's merge. In eager PyTorch each of
+their ~170 ATen operations per step costs microseconds of dispatch whatever the tensor size,
+which is the whole cost on small models. Compiled, the whole transition after the momentum
+draw is one function (``nuts._transition``, ``integrators.masked_trajectory``) whose steps
+run in a ``torch.while_loop`` with the loop state packed into a few tensors (``pack``), the
+gradient through ``torch.func`` (``func_value_and_grad``), compiled with static shapes by
+inductor with its C++ wrapper (``INDUCTOR_CPU_OPTIONS``): one graph call per transition.
 
-* Same draws: the compiled and the eager function run the same code on the same inputs
-  (randomness is drawn outside, in eager), so draws agree to round-off (fused kernels may
-  round differently; tests check ``1e-10`` in float64 over a few transitions).
-* Compile once: inductor's on-disk caches (FX graph and AOTAutograd caches, on by default,
-  ``TORCHINDUCTOR_CACHE_DIR``) make a second process with the same model and shapes skip code
-  generation; only dynamo's trace is repeated.
+* Same draws: the compiled and the eager paths take the same inputs (the momentum and one
+  key from which every uniform of the transition is hashed,
+  ``bayestorch.utils.random.counter_uniforms``), so draws agree to round-off (tests check
+  ``1e-10`` in float64).
+* Compile once: inductor's code cache (``TORCHINDUCTOR_CACHE_DIR``) keeps the generated C++;
+  a second process with the same model and shapes compiles none again (torch 2.13's FX-graph
+  cache does not take ``while_loop`` graphs, so dynamo's trace and inductor's lowering are
+  redone: seconds).
+* One graph: the log density must not break the graph (Python branches on values,
+  ``.item()``): then the kernel warns once, says why, and goes on eagerly. torch.distributions'
+  argument checks are off inside compiled calls (value checks cannot be in a graph).
 * Fallback: a call whose density raises (``bayestorch.utils.autograd.DENSITY_ERRORS``) is
   rerun eagerly, where ``log_prob_and_grad`` turns the exception into a rejected proposal;
   a compiler failure warns once and the kernel stays eager.
@@ -61,27 +67,12 @@ compiled NUTS leaf on a small model saves a few hundred microseconds, so only ru
 leapfrog steps repay a cold compile (measured in ``benchmarks/mcmc.py``)."""
 
 AUTO_MAX_CHAINS = 16
-"""``compile="auto"`` compiles for at most this many chains: beyond, a leaf's arithmetic
-outweighs eager dispatch and the compiled leaf (fixed shapes: its U-turn checkpoints are
-read and written at every tree level) is no faster (eight schools, 128 chains: 1.0-1.4x)."""
-
-
-INDUCTOR_CPU_OPTIONS = {"cpp_wrapper": True, "cpp.simdlen": 1}
-"""Inductor's options on CPU. A compiled trajectory is a ``while_loop`` whose body runs
-thousands of times per second: with inductor's default Python wrapper each iteration pays
-~1 µs per buffer it allocates or views (~150 for a NUTS leaf), with the C++ wrapper
-(``cpp_wrapper``) far less. ``cpp.simdlen=1`` (scalar C++): torch 2.13's vectorised CPU code
-for the NUTS loop corrupts the heap from ~100 chains on ("free(): invalid next size", with
-or without the C++ wrapper; the scalar code gives the eager draws to 3e-14 at 100 and 3,000
-chains); on eight schools the scalar code was also faster at 128 chains (437 vs 946 µs per
-leaf)."""
-
-POINTWISE_CAT_MAX_NUMEL = 64
-"""Positions ``(chains, dim)`` of at most this many numbers also get inductor's
-``force_pointwise_cat``: the packed loop state is computed inside the fused kernel rather
-than written through a view per part. That saves allocations (eight schools, 1 chain: 54 vs
-68 µs per NUTS leaf; 4 chains: equal) but recomputes shared inputs per element, which at 128
-chains cost 2.8x (1,229 vs 437 µs)."""
+"""``compile="auto"`` compiles for at most this many chains. A compiled transition runs
+fixed-shape tensor code: every NUTS leaf reads and writes its U-turn checkpoints at all tree
+levels, and the C++ is scalar (``INDUCTOR_CPU_OPTIONS``); the eager path touches only the
+levels it needs with vectorised ATen kernels. Measured per NUTS leaf (CPU): 8-14x faster
+compiled at 1-4 chains; at 128 chains 2-3x faster on eight schools (10-d) but 2.7x *slower*
+on a 100-d Gaussian (``benchmarks/mcmc.py``)."""
 
 
 def inductor_options(device: torch.device, numel: int) -> dict | None:

@@ -184,8 +184,7 @@ def _begin(
     forward = log_u < -math.log(2.0)
     current = select(forward, traj.right, traj.left)
     f = forward.unsqueeze(-1)
-    # Inputs of a compiled function must not alias each other (dynamo guards on aliasing and
-    # would recompile when the pattern changes), hence the clones here and in ``nuts_step``.
+    # The junction keeps its own copy of the momentum (not a view of the subtree's state).
     junction = _Junction(
         ~traj.done,
         forward,
