@@ -75,6 +75,24 @@ compiled at 1-4 chains; at 128 chains 2-3x faster on eight schools (10-d) but 2.
 on a 100-d Gaussian (``benchmarks/mcmc.py``)."""
 
 
+INDUCTOR_CPU_OPTIONS = {"cpp_wrapper": True, "cpp.simdlen": 1}
+"""Inductor's options on CPU. A compiled trajectory is a ``while_loop`` whose body runs
+thousands of times per second: with inductor's default Python wrapper each iteration pays
+~1 µs per buffer it allocates or views (~150 for a NUTS leaf), with the C++ wrapper
+(``cpp_wrapper``) far less. ``cpp.simdlen=1`` (scalar C++): torch 2.13's vectorised CPU code
+for the NUTS loop corrupts the heap from ~100 chains on ("free(): invalid next size", with
+or without the C++ wrapper; the scalar code gives the eager draws to 3e-14 at 100 and 3,000
+chains); on eight schools the scalar code was also faster at 128 chains (437 vs 946 µs per
+leaf)."""
+
+POINTWISE_CAT_MAX_NUMEL = 64
+"""Positions ``(chains, dim)`` of at most this many numbers also get inductor's
+``force_pointwise_cat``: the packed loop state is computed inside the fused kernel rather
+than written through a view per part. That saves allocations (eight schools, 1 chain: 54 vs
+68 µs per NUTS leaf; 4 chains: equal) but recomputes shared inputs per element, which at 128
+chains cost 2.8x (1,229 vs 437 µs)."""
+
+
 def inductor_options(device: torch.device, numel: int) -> dict | None:
     """Inductor's options for a trajectory on ``device`` whose positions hold ``numel``
     numbers (``None``: inductor's defaults, used off CPU, where they are not measured)."""
