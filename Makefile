@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m experiments $(CONFIG) $(ARGS)
 
-# The compiled variants of the slowest statistical tests (SBC, 128-chain divergences, an
-# ill-conditioned Gaussian: ~9 min under aot_eager) run in `make test-compiled-slow`, so that
-# `make test` fits CI's 20 minutes on 2 cores; their eager variants run in `make test`.
+# The compiled variants of the slowest statistical tests (SBC, 128-chain divergences, the
+# ill-conditioned Gaussian, the funnel, conjugate posteriors of models: ~12 min under
+# aot_eager) run in `make test-compiled-slow`, so that `make test` fits CI's 20 minutes on 2
+# cores; their eager variants run in `make test` (see SLOW_WHEN_COMPILED in tests/conftest.py).
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not (slow and compiled)" $(PYTEST_ARGS)
 

@@ -72,12 +72,12 @@ def device(request) -> torch.device:
 
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
+        if item.get_closest_marker("compiled") and item.originalname in SLOW_WHEN_COMPILED:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
@@ -93,6 +93,16 @@ def _hmc_compile(compiled: bool, monkeypatch: pytest.MonkeyPatch) -> bool:
     if compiled and COMPILE_BACKEND_VARIABLE not in os.environ:
         monkeypatch.setenv(COMPILE_BACKEND_VARIABLE, "aot_eager")
     return compiled
+
+
+# Compiled variants that take minutes under aot_eager (whose while_loop runs every operation
+# through Python): also ``slow``, so ``make test`` (``-m "not (slow and compiled)"``) fits
+# CI's budget; ``make test-compiled-slow`` runs them. Their eager variants stay in make test.
+SLOW_WHEN_COMPILED = {
+    "test_ill_conditioned_gaussian_moments",
+    "test_centred_funnel_diverges_non_centred_does_not",
+    "test_conjugate_posterior_mean_and_variance",
+}
 
 
 HMC_COMPILE_PARAMS = [

@@ -146,13 +146,6 @@ def test_correlated_gaussian_moments(kind, chains, hmc_compile):
 
 @pytest.mark.parametrize("kind", ["hmc", "nuts"])
 @pytest.mark.parametrize("chains", [1, 8])
-@pytest.mark.parametrize(
-    "hmc_compile",
-    # The compiled variant takes 1.5-2.5 min under aot_eager: slow (make test-compiled-slow).
-    [False, pytest.param(True, id="compiled", marks=[pytest.mark.compiled, pytest.mark.slow])],
-    ids=["eager", "compiled"],
-    indirect=True,
-)
 def test_ill_conditioned_gaussian_moments(kind, chains, hmc_compile):
     target = ill_conditioned_gaussian(dim=100, condition_number=1e4)
     # One chain needs the longer run: fixed-length HMC on a whitened Gaussian is close to
