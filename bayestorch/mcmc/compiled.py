@@ -195,12 +195,46 @@ class TrajectoryFunction:
         self.static = static
         self.compiled = bool(compile)
         self._compiled_fn: Callable | None = None
+        self._graphs: dict[tuple, Callable] = {}
 
     def eager(self, *args):
         return self.fn(*args, log_prob_fn=self.log_prob_fn, value_and_grad=None, **self.static)
 
+    def _traced_log_prob(self, x: Tensor) -> Tensor:
+        """The log density as its ``make_fx`` graph for ``x``'s layout when there is one
+        (see ``_trace``), else the user's function (which dynamo then traces itself)."""
+        graph = self._graphs.get((tuple(x.shape), x.dtype))
+        return self.log_prob_fn(x) if graph is None else graph(x)
+
+    def _trace(self, position: Tensor) -> None:
+        """Trace the log density at ``position``'s layout into a graph of ATen operations
+        (``make_fx`` on fake tensors: no value is seen, so a branch on a value fails rather
+        than being baked in). Dynamo then compiles that graph, not the user's Python: its
+        limits inside a ``while_loop`` body (e.g. torch 2.13 fails on ``self.w.T`` of a
+        captured tensor under ``torch.func.grad``) do not reach the user's code. A density
+        that cannot be traced so is left to dynamo."""
+        key = (tuple(position.shape), position.dtype)
+        if key in self._graphs:
+            return
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        log_prob_fn = self.log_prob_fn
+
+        def log_prob(x: Tensor) -> Tensor:  # one argument, whatever the callable is
+            return log_prob_fn(x)
+
+        try:
+            graph = make_fx(log_prob, tracing_mode="fake", _allow_non_fake_inputs=True)(
+                position.detach()
+            )
+        except Exception as error:  # the direct dynamo trace decides, and explains
+            logger.info("no make_fx graph of the log density (%s): dynamo traces it", error)
+            return
+        self._graphs[key] = graph
+
     def _build(self, device: torch.device, numel: int) -> Callable:
-        fn, log_prob_fn, static = self.fn, self.log_prob_fn, self.static
+        fn, static = self.fn, self.static
+        log_prob_fn = self._traced_log_prob
         value_and_grad = func_value_and_grad(log_prob_fn)
 
         def call(*args):
@@ -210,12 +244,10 @@ class TrajectoryFunction:
         options = inductor_options(device, numel) if backend == "inductor" else None
         return torch.compile(_own_code(call), dynamic=False, backend=backend, options=options)
 
-    def _first_call(self, *args):
+    def _first_call(self, position: Tensor, *args):
         # torch's own deprecation warnings while compiling are not the user's business.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            tensors = torch.utils._pytree.tree_leaves(args)
-            position = next(t for t in tensors if isinstance(t, Tensor))
             self._compiled_fn = self._build(position.device, position.numel())
             return self._compiled_fn(*args)
 
@@ -227,8 +259,12 @@ class TrajectoryFunction:
         validate = Distribution._validate_args
         Distribution.set_default_validate_args(False)
         try:
+            position = next(
+                t for t in torch.utils._pytree.tree_leaves(args) if isinstance(t, Tensor)
+            )
+            self._trace(position)
             if self._compiled_fn is None:
-                return self._first_call(*args)
+                return self._first_call(position, *args)
             return self._compiled_fn(*args)
         finally:
             Distribution.set_default_validate_args(validate)
