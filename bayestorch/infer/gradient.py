@@ -36,6 +36,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from bayestorch.mcmc.compiled import random_ops
+
 if TYPE_CHECKING:
     from bayestorch.infer.density import ModelDensity
 
@@ -63,17 +65,6 @@ def check_gradient_mode(mode: Any) -> str:
 def _compile_backend() -> str:
     # bayestorch.mcmc.compiled.compile_backend, read here without importing the kernels.
     return os.environ.get("BAYESTORCH_COMPILE_BACKEND", "inductor")
-
-
-def _random_ops(graph: torch.fx.GraphModule) -> list[str]:
-    return sorted(
-        {
-            str(node.target)
-            for node in graph.graph.nodes
-            if isinstance(node.target, torch._ops.OpOverload)
-            and torch.Tag.nondeterministic_seeded in node.target.tags
-        }
-    )
 
 
 class _Compiled:
@@ -193,7 +184,7 @@ class GradientGraphs:
                 "branches on values, calls .item()/.tolist() or builds shapes from values "
                 "runs eagerly"
             )
-        random = _random_ops(graph)
+        random = random_ops(graph)
         if random:
             return None, (
                 f"the traced density draws random numbers ({', '.join(random)}): a graph "

@@ -54,6 +54,7 @@ __all__ = [
     "func_value_and_grad",
     "inductor_options",
     "pack",
+    "random_ops",
     "resolve_auto",
     "unpack",
 ]
@@ -230,6 +231,10 @@ class TrajectoryFunction:
         except Exception as error:  # the direct dynamo trace decides, and explains
             logger.info("no make_fx graph of the log density (%s): dynamo traces it", error)
             return
+        random = random_ops(graph)
+        if random:  # e.g. a subsampled plate: a graph would not draw from the user's generator
+            logger.info("the log density draws random numbers (%s): dynamo traces it", random)
+            return
         self._graphs[key] = graph
 
     def _build(self, device: torch.device, numel: int) -> Callable:
@@ -320,6 +325,18 @@ def pack(tensors: list[Tensor], copy: bool = True) -> tuple[list[Tensor], list[t
 def unpack(stacks, layout: list[tuple[int, int]]) -> list[Tensor]:
     """The tensors ``pack`` stacked (views of the stacks)."""
     return [stacks[group][index] for group, index in layout]
+
+
+def random_ops(graph: torch.fx.GraphModule) -> list[str]:
+    """The random ATen operations of a traced graph (``nondeterministic_seeded``)."""
+    return sorted(
+        {
+            str(node.target)
+            for node in graph.graph.nodes
+            if isinstance(node.target, torch._ops.OpOverload)
+            and torch.Tag.nondeterministic_seeded in node.target.tags
+        }
+    )
 
 
 def log_compile_choice(kernel_name: str, reason: str) -> None:

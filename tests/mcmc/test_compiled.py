@@ -212,3 +212,20 @@ def test_auto_compiles_long_few_chain_cpu_runs_only(caplog):
 def test_compile_argument_is_checked(bad):
     with pytest.raises(ValueError, match="compile must be"):
         NUTS(lambda x: -(x**2).sum(-1), compile=bad)
+
+
+def test_random_ops_are_found_in_a_traced_density():
+    # A density that draws (e.g. a subsampled plate) is not compiled from its make_fx graph.
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from bayestorch.mcmc.compiled import random_ops
+
+    def noisy(x):
+        return -0.5 * (x**2).sum(-1) + torch.randn(x.shape[0], dtype=x.dtype)
+
+    def plain(x):
+        return -0.5 * (x**2).sum(-1)
+
+    x = torch.zeros(3, 2, dtype=F64)
+    assert random_ops(make_fx(noisy, tracing_mode="fake")(x))
+    assert not random_ops(make_fx(plain, tracing_mode="fake")(x))
