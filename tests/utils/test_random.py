@@ -67,3 +67,27 @@ def test_draw_is_reproducible_and_leaves_global_rng_alone(device):
     # Reparameterised: gradients reach the parameters.
     draw(Normal(loc, 1.0), (3,), make_generator(5, device)).sum().backward()
     torch.testing.assert_close(loc.grad, torch.full_like(loc, 3.0))
+
+
+def _splitmix64(state: int) -> int:
+    mask = (1 << 64) - 1
+    z = state & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+def test_counter_uniforms_are_splitmix64_bits_and_uniform():
+    from bayestorch.utils.random import counter_uniforms, rand_key
+
+    key = rand_key(torch.Generator().manual_seed(0))
+    counter = torch.arange(200_000)
+    u = counter_uniforms(key, counter, torch.float64)
+    # The top 52 bits of SplitMix64(key + i * golden), as (m + 1/2) 2^-52: exact reference.
+    for i in (0, 1, 7, 123_456):
+        bits = _splitmix64(int(key) + i * 0x9E3779B97F4A7C15) >> 12
+        assert float(u[i]) == (bits + 0.5) * 2.0**-52
+    assert 0.0 < float(u.min()) and float(u.max()) < 1.0
+    assert stats.kstest(u.numpy(), "uniform").pvalue > 1e-3  # failure rate 1e-3
+    u32 = counter_uniforms(key, counter[:1000], torch.float32)
+    assert u32.dtype == torch.float32 and float(u32.max()) < 1.0 and float(u32.min()) > 0.0
