@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -37,13 +36,8 @@ class ModelLogProb:
     """The log density a kernel of ``bt.infer.mcmc`` holds: ``density.log_prob``, with a
     ``value_and_grad`` attribute (the traced or compiled gradient, used by
     ``bayestorch.utils.log_prob_and_grad``) only where ``gradient`` chose the fast path.
-
-    For a kernel that compiles its trajectory (``compile=True``), the eager calls before
-    compiling (the kernel's ``init``) also trace ``log_prob`` with ``make_fx`` into a graph
-    of ATen operations per number of chains, and calls under ``torch.compile`` run that
-    graph: the handler stack and ``vmap`` are not something dynamo can capture inside the
-    trajectory's loop, a plain graph is. Models with subsampled plates are not traced (their
-    indices change at every call); their compiled kernel goes eager, saying why.
+    (A kernel that compiles its trajectory traces this function into a graph of ATen
+    operations itself: ``bayestorch.mcmc.compiled.TrajectoryFunction``.)
 
     Shape:
         ``(chains, dim) -> (chains,)``.
@@ -51,54 +45,13 @@ class ModelLogProb:
 
     def __init__(self, density: ModelDensity) -> None:
         self.density = density
-        self.for_compiled_kernel = False
-        self._graphs: dict[tuple, tuple[Callable, list[str]] | None] = {}
 
     def __call__(self, z: Tensor) -> Tensor:
-        if torch.compiler.is_compiling():
-            traced = self._graphs.get(self._key(z))
-            if traced is not None:
-                graph, names = traced
-                data = self.density.chain_data or {}
-                return graph(z, *[data[name] for name in names])
-        elif self.for_compiled_kernel and self._key(z) not in self._graphs:
-            self._graphs[self._key(z)] = self._trace(z)
         return self.density.log_prob(z)
 
     def use_fast_gradient(self) -> None:
         """Expose ``density.value_and_grad`` (its ``gradient_mode``) to the kernel."""
         self.value_and_grad = self.density.value_and_grad
-
-    @staticmethod
-    def _key(z: Tensor) -> tuple:
-        return (tuple(z.shape), z.dtype, z.device)
-
-    def _trace(self, z: Tensor) -> tuple[Callable, list[str]] | None:
-        density = self.density
-        if density._subsampled:
-            return None
-        data = density._chain_data(z)
-        names = list(data)
-        density._plate_indices = density._full_indices()
-        density._cache_plate_ranges()
-
-        def log_prob(z: Tensor, *values: Tensor) -> Tensor:
-            return density._log_prob(z, dict(zip(names, values)), True)
-
-        from torch.fx.experimental.proxy_tensor import make_fx
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                graph = make_fx(log_prob, tracing_mode="fake", _allow_non_fake_inputs=True)(
-                    z.detach(), *data.values()
-                )
-        except Exception as error:  # untraceable: the compiled kernel reports the break
-            logger.info(
-                "bt.infer.mcmc: the model cannot be traced for a compiled kernel: %s", error
-            )
-            return None
-        return graph, names
 
 
 def _build_kernel(kernel: KernelSpec, density: ModelDensity, kernel_kwargs: dict) -> Kernel:
@@ -214,8 +167,6 @@ def _choose_gradient(
     if gradient != "auto" and gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient must be 'auto' or one of {GRADIENT_MODES}, got {gradient!r}")
     log_prob_fn = kernel.log_prob_fn
-    if isinstance(log_prob_fn, ModelLogProb) and getattr(kernel, "compile", False) is not False:
-        log_prob_fn.for_compiled_kernel = True
     if gradient == "auto":
         gradient, reason = _auto_gradient(
             kernel, density, num_warmup, num_samples, chains, chain_groups

@@ -176,8 +176,6 @@ def _begin(
     start: Tensor,
     end: Tensor,
     *,
-    log_prob_fn=None,
-    value_and_grad=None,
     dense: bool,
 ) -> tuple[_Subtree, _Junction]:
     """Pick each chain's direction (``log_u < log 1/2``) and start its subtree there."""
@@ -292,8 +290,6 @@ def _merge(
     junction: _Junction,
     log_u: Tensor,
     *,
-    log_prob_fn=None,
-    value_and_grad=None,
     dense: bool,
 ) -> tuple[_Trajectory, Tensor]:
     """Merge each valid subtree (no inner U-turn or divergence) into its trajectory
@@ -350,8 +346,6 @@ def _merge_begin(
     step_size: Tensor,
     inverse_mass_matrix: Tensor,
     *,
-    log_prob_fn=None,
-    value_and_grad=None,
     dense: bool,
 ) -> tuple[_Trajectory, Tensor, _Subtree, _Junction]:
     """``_merge`` this doubling, then ``_begin`` the next one (unused if none goes on)."""
