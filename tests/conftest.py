@@ -21,8 +21,9 @@ present.
 
 Compiled kernels: every test of an HMC-family kernel (HMC, NUTS, ChEES-HMC) takes the
 ``hmc_compile`` fixture and runs twice, eager and compiled (``compile=True``). The compiled
-variant uses torch.compile's ``aot_eager`` backend unless ``BAYESTORCH_COMPILE_BACKEND`` is
-set: ``BAYESTORCH_COMPILE_BACKEND=inductor make test`` runs them through the real compiler.
+variant uses the ``aot_eager`` backend (the traced graph run eagerly, no code generated)
+unless ``BAYESTORCH_COMPILE_BACKEND`` is set: ``BAYESTORCH_COMPILE_BACKEND=inductor make test``
+runs them through the real compiler.
 """
 
 from __future__ import annotations
@@ -117,10 +118,10 @@ def hmc_compile(request, monkeypatch) -> bool:
     ``True`` (id ``compiled``). Pass it to the kernel (``NUTS(..., compile=hmc_compile)``,
     ``bt.mcmc.sample(..., compile=hmc_compile)``, ``kernel_kwargs={"compile": ...}``).
 
-    The compiled variant runs torch.compile's ``aot_eager`` backend (dynamo and
-    AOTAutograd trace and functionalise the trajectory exactly as inductor does, but no C++
-    is generated: about a second per graph instead of tens), unless the environment already
-    sets ``BAYESTORCH_COMPILE_BACKEND``: ``BAYESTORCH_COMPILE_BACKEND=inductor make test``
+    The compiled variant runs the ``aot_eager`` backend (the transition is traced into the
+    same ATen graph inductor gets, ``while_loop`` included, and that graph runs eagerly: no
+    code is generated, about a second per graph instead of tens), unless the environment
+    already sets ``BAYESTORCH_COMPILE_BACKEND``: ``BAYESTORCH_COMPILE_BACKEND=inductor make test``
     runs the compiled variants through the real compiler. The compiled variants carry the
     ``compiled`` marker (``-m "not compiled"`` runs the eager ones only). A test
     parametrised explicitly over ``hmc_compile`` (``indirect=["hmc_compile"]``) gets the

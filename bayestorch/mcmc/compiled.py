@@ -1,25 +1,28 @@
-"""The HMC family's transitions, eager or as one ``torch.compile``d graph call.
+"""The HMC family's transitions, eager or as one compiled graph call.
 
 A transition of HMC, ChEES-HMC or NUTS runs many small steps: leapfrog steps, and for NUTS a
 leaf's multinomial and U-turn bookkeeping and each doubling's merge. In eager PyTorch each of
 their ~170 ATen operations per step costs microseconds of dispatch whatever the tensor size,
 which is the whole cost on small models. Compiled, the whole transition after the momentum
 draw is one function (``nuts._transition``, ``integrators.masked_trajectory``) whose steps
-run in a ``torch.while_loop`` with the loop state packed into a few tensors (``pack``), the
-gradient through ``torch.func`` (``func_value_and_grad``), compiled with static shapes by
-inductor with its C++ wrapper (``INDUCTOR_CPU_OPTIONS``): one graph call per transition.
+run in a ``while_loop`` (``loop``) with the loop state packed into a few tensors (``pack``),
+traced with ``make_fx`` into one graph of ATen operations, the density's ``torch.func``
+gradient included (``TracedDensity``), and compiled by inductor with its C++ wrapper
+(``INDUCTOR_CPU_OPTIONS``): one graph call per transition, with no Python and no
+``torch.compile`` guards between calls.
 
 * Same draws: the compiled and the eager paths take the same inputs (the momentum and one
   key from which every uniform of the transition is hashed,
   ``bayestorch.utils.random.counter_uniforms``), so draws agree to round-off (tests check
   ``1e-10`` in float64).
-* Compile once: inductor's code cache (``TORCHINDUCTOR_CACHE_DIR``) keeps the generated C++;
-  a second process with the same model and shapes compiles none again (torch 2.13's FX-graph
-  cache does not take ``while_loop`` graphs, so dynamo's trace and inductor's lowering are
-  redone: seconds).
-* One graph: the log density must not break the graph (Python branches on values,
-  ``.item()``): then the kernel warns once, says why, and goes on eagerly. torch.distributions'
-  argument checks are off inside compiled calls (value checks cannot be in a graph).
+* Compile once: inductor's FX-graph and AOTAutograd caches (``TORCHINDUCTOR_CACHE_DIR``,
+  on disk) take the graphs (``while_loop`` is marked cacheable for them, see
+  ``_inductor_config``): a second process with the same model and shapes traces (a second
+  or so) and loads the compiled code; it lowers and compiles nothing.
+* One graph: the log density must trace (no Python branches on values, ``.item()``,
+  random draws): otherwise the kernel warns once, says why, and goes on eagerly.
+  torch.distributions' argument checks are off while tracing (value checks cannot be in a
+  graph).
 * Fallback: a call whose density raises (``bayestorch.utils.autograd.DENSITY_ERRORS``) is
   rerun eagerly, where ``log_prob_and_grad`` turns the exception into a rejected proposal;
   a compiler failure warns once and the kernel stays eager.
@@ -29,17 +32,20 @@ inductor with its C++ wrapper (``INDUCTOR_CPU_OPTIONS``): one graph call per tra
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
-import types
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch._higher_order_ops.while_loop import while_loop_op
 from torch.distributions import Distribution
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
 from bayestorch.utils.autograd import DENSITY_ERRORS, LogProbFn
 
@@ -48,14 +54,19 @@ __all__ = [
     "AUTO_MIN_WARMUP",
     "INDUCTOR_CPU_OPTIONS",
     "POINTWISE_CAT_MAX_NUMEL",
+    "NotCompilable",
+    "TracedDensity",
     "TrajectoryFunction",
     "check_compile",
     "compile_backend",
+    "compile_graph",
     "func_value_and_grad",
     "inductor_options",
+    "loop",
     "pack",
     "random_ops",
     "resolve_auto",
+    "tracing",
     "unpack",
 ]
 
@@ -103,10 +114,11 @@ def inductor_options(device: torch.device, numel: int) -> dict | None:
 
 
 def compile_backend() -> str:
-    """The ``torch.compile`` backend of compiled trajectories: the environment variable
-    ``BAYESTORCH_COMPILE_BACKEND``, else ``"inductor"``. ``"aot_eager"`` traces and
-    functionalises exactly as inductor does but runs the graph in eager ATen without
-    generating code: the test suite uses it to run every kernel test compiled in seconds."""
+    """The backend of compiled trajectories: the environment variable
+    ``BAYESTORCH_COMPILE_BACKEND``, else ``"inductor"``. ``"aot_eager"`` traces the
+    transition into the same ATen graph as inductor gets and runs that graph eagerly,
+    without generating code: the test suite uses it to run every kernel test compiled in
+    seconds."""
     return os.environ.get("BAYESTORCH_COMPILE_BACKEND", "inductor")
 
 
@@ -168,12 +180,69 @@ def func_value_and_grad(log_prob_fn: LogProbFn) -> Callable[[Tensor], tuple[Tens
     return value_and_grad
 
 
-def _own_code(fn: Callable) -> Callable:
-    """A copy of ``fn`` with a code object of its own. Dynamo keeps one cache, and one
-    recompilation limit, per code object: every kernel gets its own, so many models in one
-    process (a test session) never exhaust a shared limit."""
-    code = fn.__code__.replace()
-    return types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+def _layout(leaf: Any) -> tuple:
+    """What a compiled graph is specialised on: a tensor's shape, stride, dtype and device;
+    any other leaf's value."""
+    if isinstance(leaf, Tensor):
+        return (tuple(leaf.shape), leaf.stride(), leaf.dtype, leaf.device)
+    return ("value", type(leaf).__name__, leaf)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _inductor_config(device: torch.device, numel: int) -> dict:
+    """``inductor_options`` plus the cache and ISA settings (where this torch has them)."""
+    options = dict(inductor_options(device, numel) or {})
+    config = torch._inductor.config
+    if hasattr(config, "unsafe_marked_cacheable_functions"):
+        # Inductor's FX-graph and AOTAutograd caches skip graphs with higher-order
+        # operators unless marked: a while_loop's body and condition are sub-GraphModules
+        # that the cache key hashes like the main graph (their code and constants).
+        options["unsafe_marked_cacheable_functions"] = {
+            **config.unsafe_marked_cacheable_functions,
+            _WHILE_LOOP: f"bayestorch-{_version()}",
+        }
+    if options.get("cpp.simdlen") == 1 and hasattr(config.cpp, "vec_isa_ok"):
+        # Scalar code uses no vector ISA: skip inductor's probe of them (a C++ build and a
+        # Python subprocess per ISA, ~2 s per process; see ``compile_graph``).
+        options["cpp.vec_isa_ok"] = False
+    return options
+
+
+_WHILE_LOOP = "torch.ops.higher_order.while_loop"
+
+
+def _version() -> str:
+    from bayestorch import __version__
+
+    return __version__
+
+
+def compile_graph(graph: torch.fx.GraphModule, tensors: list[Tensor]) -> Callable:
+    """Compile a traced ATen graph for ``tensors``' layout with ``compile_backend()``:
+    inductor (``_inductor_config``), or ``"aot_eager"`` (the graph itself, run eagerly)."""
+    backend = compile_backend()
+    if backend == "aot_eager":
+        return graph
+    if backend != "inductor":
+        raise ValueError(f"BAYESTORCH_COMPILE_BACKEND must be inductor or aot_eager, not {backend}")
+    from torch._inductor import cpu_vec_isa
+
+    device, numel = tensors[0].device, tensors[0].numel()
+    probed = cpu_vec_isa.valid_vec_isa_list.cache_info().currsize > 0
+    try:
+        return torch._inductor.standalone_compile(
+            graph,
+            list[Any](tensors),
+            dynamic_shapes="from_example_inputs",
+            options={"config_patches": _inductor_config(device, numel)},
+        )
+    finally:
+        if not probed:  # the ISA list that vec_isa_ok=False left is cached process-wide:
+            cpu_vec_isa.valid_vec_isa_list.cache_clear()  # later compiles probe as usual
 
 
 class TrajectoryFunction:
@@ -181,7 +250,14 @@ class TrajectoryFunction:
 
     ``fn`` computes gradients through its ``value_and_grad`` keyword: ``None`` in eager
     (then ``bayestorch.utils.log_prob_and_grad``, with its guard against densities that
-    raise), the ``torch.func`` one when compiled.
+    raise), a traced graph of the ``torch.func`` gradient when compiled.
+
+    Compiled, each layout of the arguments (shape, stride, dtype and device of every
+    tensor, the value of every other leaf) gets one graph on its first call (``_build``):
+    ``make_fx`` traces the density's value and gradient, then the whole of ``fn`` around
+    them, into ATen operations on fake tensors, and ``compile_graph`` compiles that. Later
+    calls run the compiled graph directly: no Python of ``fn`` or of the density, no
+    ``torch.compile`` guards.
 
     Args:
         fn: a pure function of tensors (and ``NamedTuple``s of tensors).
@@ -195,110 +271,205 @@ class TrajectoryFunction:
         self.log_prob_fn = log_prob_fn
         self.static = static
         self.compiled = bool(compile)
-        self._compiled_fn: Callable | None = None
-        self._graphs: dict[tuple, Callable] = {}
+        self._calls: dict[tuple, Callable[[list], Any]] = {}
 
     def eager(self, *args):
         return self.fn(*args, log_prob_fn=self.log_prob_fn, value_and_grad=None, **self.static)
 
-    def _traced_log_prob(self, x: Tensor) -> Tensor:
-        """The log density as its ``make_fx`` graph for ``x``'s layout when there is one
-        (see ``_trace``), else the user's function (which dynamo then traces itself)."""
-        graph = self._graphs.get((tuple(x.shape), x.dtype))
-        return self.log_prob_fn(x) if graph is None else graph(x)
-
-    def _trace(self, position: Tensor) -> None:
-        """Trace the log density at ``position``'s layout into a graph of ATen operations
-        (``make_fx`` on fake tensors: no value is seen, so a branch on a value fails rather
-        than being baked in). Dynamo then compiles that graph, not the user's Python: its
-        limits inside a ``while_loop`` body (e.g. torch 2.13 fails on ``self.w.T`` of a
-        captured tensor under ``torch.func.grad``) do not reach the user's code. A density
-        that cannot be traced so is left to dynamo."""
-        key = (tuple(position.shape), position.dtype)
-        if key in self._graphs:
-            return
-        from torch.fx.experimental.proxy_tensor import make_fx
-
-        log_prob_fn = self.log_prob_fn
-
-        def log_prob(x: Tensor) -> Tensor:  # one argument, whatever the callable is
-            return log_prob_fn(x)
-
+    def _trace_density(self, position: Tensor) -> TracedDensity:
+        """The density's value and gradient at ``position``'s layout as a ``make_fx`` graph
+        (fake tensors: no value is seen, so a branch on a value fails rather than being
+        baked in)."""
         try:
-            graph = make_fx(log_prob, tracing_mode="fake", _allow_non_fake_inputs=True)(
-                position.detach()
-            )
-        except Exception as error:  # the direct dynamo trace decides, and explains
-            logger.info("no make_fx graph of the log density (%s): dynamo traces it", error)
-            return
+            graph = make_fx(
+                func_value_and_grad(self.log_prob_fn),
+                tracing_mode="fake",
+                _allow_non_fake_inputs=True,
+            )(position.detach())
+        except Exception as error:
+            raise NotCompilable(
+                f"the log density cannot be traced into a graph ({_first_line(error)}). A "
+                "compiled trajectory is one graph, log density included: Python branches on "
+                "tensor values, .item() or prints in the log density prevent it (use "
+                "torch.where; raise from torch ops, e.g. a Cholesky, not Python)"
+            ) from error
         random = random_ops(graph)
         if random:  # e.g. a subsampled plate: a graph would not draw from the user's generator
-            logger.info("the log density draws random numbers (%s): dynamo traces it", random)
-            return
-        self._graphs[key] = graph
-
-    def _build(self, device: torch.device, numel: int) -> Callable:
-        fn, static = self.fn, self.static
-        log_prob_fn = self._traced_log_prob
-        value_and_grad = func_value_and_grad(log_prob_fn)
-
-        def call(*args):
-            return fn(*args, log_prob_fn=log_prob_fn, value_and_grad=value_and_grad, **static)
-
-        backend = compile_backend()
-        options = inductor_options(device, numel) if backend == "inductor" else None
-        return torch.compile(_own_code(call), dynamic=False, backend=backend, options=options)
-
-    def _first_call(self, position: Tensor, *args):
-        # torch's own deprecation warnings while compiling are not the user's business.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self._compiled_fn = self._build(position.device, position.numel())
-            return self._compiled_fn(*args)
-
-    def _call_compiled(self, *args):
-        # torch.distributions' argument checks branch on values: they cannot be part of a
-        # graph (a compiled trajectory is one), so they are off inside compiled calls, and
-        # restored after (dynamo's first compilation in a process also turns them off for
-        # everyone, ``TorchPatcher.patch``: a silent change to the user's densities).
-        validate = Distribution._validate_args
-        Distribution.set_default_validate_args(False)
-        try:
-            position = next(
-                t for t in torch.utils._pytree.tree_leaves(args) if isinstance(t, Tensor)
+            raise NotCompilable(
+                f"the log density draws random numbers ({', '.join(random)}; a subsampled "
+                "plate?), which a compiled trajectory would not draw from the kernel's "
+                "generator"
             )
-            self._trace(position)
-            if self._compiled_fn is None:
-                return self._first_call(position, *args)
-            return self._compiled_fn(*args)
-        finally:
-            Distribution.set_default_validate_args(validate)
+        return TracedDensity(graph)
+
+    def _build(self, leaves: list, spec: TreeSpec) -> Callable[[list], Any]:
+        """One compiled graph for this layout of the arguments (their pytree ``leaves``)."""
+        index = [i for i, leaf in enumerate(leaves) if isinstance(leaf, Tensor)]
+        tensors = [leaves[i].detach() for i in index]
+        value_and_grad = self._trace_density(tensors[0])
+        fn, static, out_spec = self.fn, self.static, []
+
+        def flat(*tensors):
+            filled = list(leaves)
+            for i, t in zip(index, tensors):
+                filled[i] = t
+            out = fn(
+                *tree_unflatten(filled, spec),
+                log_prob_fn=lambda x: value_and_grad(x)[0],
+                value_and_grad=value_and_grad,
+                **static,
+            )
+            out_leaves, treespec = tree_flatten(out)
+            out_spec.append(treespec)
+            return out_leaves
+
+        with tracing(value_and_grad):
+            graph = make_fx(flat, tracing_mode="fake", _allow_non_fake_inputs=True)(*tensors)
+        run = compile_graph(graph, tensors)
+
+        def call(leaves: list):
+            return tree_unflatten(list(run(*[leaves[i] for i in index])), out_spec[-1])
+
+        return call
+
+    def _compiled_call(self, leaves: list, spec: TreeSpec) -> Callable[[list], Any]:
+        key = (str(spec), *map(_layout, leaves))
+        call = self._calls.get(key)
+        if call is None:
+            # torch.distributions' argument checks branch on values: off while tracing
+            # (restored after; the graph has none). Torch's own deprecation warnings while
+            # compiling are not the user's business.
+            validate = Distribution._validate_args
+            Distribution.set_default_validate_args(False)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    call = self._calls[key] = self._build(leaves, spec)
+            finally:
+                Distribution.set_default_validate_args(validate)
+        return call
 
     def __call__(self, *args):
         if not self.compiled:
             return self.eager(*args)
+        leaves, spec = tree_flatten(args)
         try:
-            return self._call_compiled(*args)
-        except torch._dynamo.exc.TorchDynamoException as error:
+            call = self._compiled_call(leaves, spec)
+        except Exception as error:  # tracing or compiling failed: say why, go on eagerly
             self.compiled = False
-            first_line = str(error).splitlines()[0] if str(error) else ""
-            hint = ""
-            if isinstance(error, torch._dynamo.exc.UncapturedHigherOrderOpError):
-                hint = (
-                    " A compiled trajectory is one graph, log density included: Python "
-                    "branches on tensor values, .item() or prints in the log density break "
-                    "it (use torch.where; raise from torch ops, e.g. a Cholesky, not Python)."
-                )
+            name = self.fn.__name__
+            why = (
+                f"{name} is not compiled: {error}"
+                if isinstance(error, NotCompilable)
+                else f"torch.compile failed on {name} ({_first_line(error)})"
+            )
             warnings.warn(
-                f"torch.compile failed on {self.fn.__name__} ({type(error).__name__}: "
-                f"{first_line}); this kernel goes on eagerly.{hint}",
+                f"{why}; this kernel goes on eagerly.",
                 RuntimeWarning,
                 stacklevel=2,
             )
             return self.eager(*args)
+        try:
+            return call(leaves)
         except DENSITY_ERRORS:
             # The density raised at some chains: the eager path's guard rejects them.
             return self.eager(*args)
+
+
+class NotCompilable(Exception):
+    """A log density that cannot be one graph with the trajectory (the message says why)."""
+
+
+class TracedDensity:
+    """A log density's value and gradient as a ``make_fx`` graph whose tensor constants
+    (the model's data) are inputs: ``x -> (log_prob, grad)``, shapes ``(chains, dim) ->
+    (chains,), (chains, dim)``.
+
+    A loop body may not hold constants of its own (AOTAutograd's functionalisation of a
+    ``while_loop`` rejects them), so while a trajectory is traced (``tracing``) every
+    ``loop`` passes the constants of the densities in use as loop inputs, and the body's
+    calls read them from its arguments (``bound``).
+    """
+
+    def __init__(self, graph: torch.fx.GraphModule) -> None:
+        self.constants: list[Tensor] = []
+        placeholders: dict[int, torch.fx.Node] = {}  # one input per constant tensor
+        storages: set[int] = set()
+        last = next(iter(reversed(graph.graph.find_nodes(op="placeholder"))))
+        for node in list(graph.graph.nodes):
+            value = getattr(graph, str(node.target), None) if node.op == "get_attr" else None
+            if not isinstance(value, Tensor):
+                continue
+            if id(value) not in placeholders:
+                storage = value.untyped_storage().data_ptr()
+                # Loop inputs must not alias: two views of one buffer get a copy each.
+                self.constants.append(value.clone() if storage in storages else value)
+                storages.add(storage)
+                with graph.graph.inserting_after(last):
+                    last = graph.graph.placeholder(f"constant_{len(self.constants) - 1}")
+                placeholders[id(value)] = last
+            node.replace_all_uses_with(placeholders[id(value)])
+            graph.graph.erase_node(node)
+        graph.graph._codegen = torch.fx.graph.CodeGen()  # plain positional arguments
+        graph.recompile()
+        self.graph = graph
+        self.bound: tuple[Tensor, ...] | None = None
+
+    def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        constants = self.constants if self.bound is None else self.bound
+        log_prob, grad = self.graph(x, *constants)
+        return log_prob, grad
+
+
+_tracing: list[TracedDensity] = []  # densities whose constants loops pass on (while tracing)
+
+
+@contextlib.contextmanager
+def tracing(density: TracedDensity):
+    """While tracing a trajectory that calls ``density``: see ``TracedDensity``."""
+    _tracing.append(density)
+    try:
+        yield
+    finally:
+        _tracing.remove(density)
+
+
+def loop(
+    cond: Callable[..., Tensor],
+    body: Callable[..., tuple[Tensor, ...]],
+    carried: tuple[Tensor, ...],
+    inputs: tuple[Tensor, ...],
+) -> tuple[Tensor, ...]:
+    """``while cond(*carried, *inputs): carried = body(*carried, *inputs)``; returns
+    ``carried``. torch's ``while_loop`` operator called directly: ``cond`` and ``body`` must
+    read no tensor but their arguments (``inputs`` are the loop-invariant ones, and the
+    constants of the densities being traced are added to them, see ``TracedDensity``).
+    Inside a ``make_fx`` trace this records one ``while_loop`` node; ``torch.while_loop``
+    itself would first run dynamo over the loop to find the tensors the functions close
+    over, and dynamo keeps one cache for every loop of the process (a second layout is
+    traced with symbolic sizes, a ninth hits its recompilation limit). Eagerly it is a
+    Python loop.
+    """
+    densities = list(_tracing)
+    lifted = tuple(t for d in densities for t in (d.bound or d.constants))
+    own = len(carried) + len(inputs)
+
+    def binding(fn):
+        def bound(*args):
+            saved = [d.bound for d in densities]
+            offset = own
+            for d in densities:
+                d.bound = args[offset : offset + len(d.constants)]
+                offset += len(d.constants)
+            try:
+                return fn(*args[:own])
+            finally:
+                for d, b in zip(densities, saved):
+                    d.bound = b
+
+        return bound
+
+    return while_loop_op(binding(cond), binding(body), tuple[Any, ...](carried), (*inputs, *lifted))
 
 
 def pack(tensors: list[Tensor], copy: bool = True) -> tuple[list[Tensor], list[tuple[int, int]]]:

@@ -11,9 +11,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch._higher_order_ops.while_loop import while_loop
 
-from bayestorch.mcmc.compiled import pack, unpack
+from bayestorch.mcmc.compiled import loop, pack, unpack
 from bayestorch.mcmc.metrics import velocity
 from bayestorch.mcmc.proposal import select
 from bayestorch.utils.autograd import LogProbFn, log_prob_and_grad
@@ -131,12 +130,14 @@ def masked_trajectory(
             )  # fmt: skip
         return state, finite
     packed, layout = pack([*state, finite])
+    carried = len(packed) + 1
 
-    def cond(step, *packed):
-        return step < num_steps
+    def cond(step, *rest):
+        return step < rest[carried - 1]  # num_steps
 
-    def body(step, *packed):
-        *fields, finite = unpack(packed, layout)
+    def body(step, *rest):
+        *fields, finite = unpack(rest[: carried - 1], layout)
+        num_steps, step_size, inverse_mass_matrix = rest[carried - 1 :]
         new, finite = leapfrog_masked(
             IntegratorState(*fields), finite, step_size, inverse_mass_matrix,
             log_prob_fn=log_prob_fn, dense=dense, value_and_grad=value_and_grad,
@@ -144,5 +145,6 @@ def masked_trajectory(
         return (step + 1, *pack([*new, finite])[0])
 
     step = torch.zeros((), dtype=torch.long, device=num_steps.device)
-    *fields, finite = unpack(while_loop(cond, body, (step, *packed))[1:], layout)
+    out = loop(cond, body, (step, *packed), (num_steps, step_size, inverse_mass_matrix))
+    *fields, finite = unpack(out[1:], layout)
     return IntegratorState(*fields), finite

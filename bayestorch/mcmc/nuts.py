@@ -31,10 +31,9 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch._higher_order_ops.while_loop import while_loop
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from bayestorch.mcmc.compiled import TrajectoryFunction, pack, unpack
+from bayestorch.mcmc.compiled import TrajectoryFunction, loop, pack, unpack
 from bayestorch.mcmc.hmc import DIVERGENCE_THRESHOLD, EuclideanKernel, HMCState
 from bayestorch.mcmc.integrators import IntegratorState, leapfrog
 from bayestorch.mcmc.metrics import momentum_factor, sample_momentum, velocity
@@ -501,11 +500,14 @@ def _doublings_compiled(
     )  # fmt: skip
     leaves, spec = tree_flatten((traj, sub, junction))
     packed, layout = pack(leaves)
+    carried = len(packed) + 3
 
-    def cond(leaf, depth, going, *packed):
+    def cond(leaf, depth, going, *rest):
         return going.clone()  # a loop's condition must not alias its input
 
-    def body(leaf, depth, going, *packed):
+    def body(*args):
+        leaf, depth, going, *packed = args[:carried]
+        key, level, block, energy0, step_size, inverse_mass_matrix = args[carried:]
         traj, sub, junction = tree_unflatten(unpack(packed, layout), spec)
         first = _doubling_offset(depth)
         rows = torch.stack([first + 2 + leaf, first + 1, first + 2 + (1 << depth)])
@@ -534,7 +536,10 @@ def _doublings_compiled(
 
     zero = torch.zeros((), dtype=torch.long, device=device)
     going = torch.ones((), dtype=torch.bool, device=device)
-    out = while_loop(cond, body, (zero, zero.clone(), going, *packed))
+    out = loop(
+        cond, body, (zero, zero.clone(), going, *packed),
+        (key, level, block, energy0, step_size, inverse_mass_matrix),
+    )  # fmt: skip
     traj, _, _ = tree_unflatten(unpack(out[3:], layout), spec)
     return traj
 

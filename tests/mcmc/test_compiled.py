@@ -86,11 +86,12 @@ def _functions(kernel):
 
 
 def test_second_process_hits_the_inductor_cache(tmp_path):
-    # Inductor's FX-graph cache does not take graphs with a ``while_loop`` (torch 2.13
-    # bypasses it), but its code cache does: a second process compiles no C++ again.
+    # The graphs (a while_loop each) go through inductor's FX-graph and AOTAutograd caches:
+    # a second process with the same model compiles nothing again.
     script = textwrap.dedent(
         """
         import torch
+        from torch._dynamo.utils import counters
         from bayestorch.mcmc import HMC
 
         def log_prob(x):
@@ -102,41 +103,54 @@ def test_second_process_hits_the_inductor_cache(tmp_path):
         for _ in range(3):
             state, _ = kernel.step(state, g)
         assert kernel.trajectory().compiled
+        inductor = counters["inductor"]
+        print(inductor["fxgraph_cache_hit"], inductor["fxgraph_cache_miss"])
         """
     )
     cache = tmp_path / "cache"
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    env.pop("BAYESTORCH_COMPILE_BACKEND", None)
 
-    def run() -> dict:
-        subprocess.run([sys.executable, "-c", script], env=env, check=True)
-        return {path: path.stat().st_mtime_ns for path in cache.rglob("*.so")}
+    def run() -> tuple[list[int], dict]:
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True
+        )
+        counts = [int(n) for n in out.stdout.split()]
+        return counts, {path: path.stat().st_mtime_ns for path in cache.rglob("*.so")}
 
-    first = run()
-    assert first  # a cold cache: compiled code written
-    assert run() == first  # a second process: nothing compiled or rewritten
+    (hits, misses), first = run()
+    assert first and misses == 1 and hits == 0  # a cold cache: one graph compiled
+    (hits, misses), second = run()
+    assert (hits, misses) == (1, 0)  # a second process: the graph comes from the cache
+    assert second == first  # and no C++ is compiled or rewritten
 
 
 class _Raises(TrajectoryFunction):
-    def __init__(self, error):
-        super().__init__(lambda x, **kw: x + 1, lambda x: x.sum(-1), compile=True)
-        self.error = error
+    """Fails to build (``when="build"``) or raises from the compiled call (``"call"``)."""
 
-    def _build(self, device, numel):
-        def compiled(*args):
+    def __init__(self, error, when):
+        super().__init__(lambda x, **kw: x + 1, lambda x: x.sum(-1), compile=True)
+        self.error, self.when = error, when
+
+    def _build(self, leaves, spec):
+        if self.when == "build":
+            raise self.error
+
+        def compiled(leaves):
             raise self.error
 
         return compiled
 
 
 def test_density_error_in_compiled_call_reruns_eagerly():
-    fn = _Raises(ValueError("density raised"))
+    fn = _Raises(ValueError("density raised"), "call")
     assert torch.equal(fn(torch.zeros(2)), torch.ones(2))
     assert fn.compiled  # a density error is about this call, not the compiler
 
 
 def test_compiler_failure_warns_and_stays_eager():
-    fn = _Raises(torch._dynamo.exc.TorchDynamoException("boom"))
-    with pytest.warns(RuntimeWarning, match="goes on eagerly"):
+    fn = _Raises(RuntimeError("boom"), "build")
+    with pytest.warns(RuntimeWarning, match="torch.compile failed on .*RuntimeError: boom"):
         assert torch.equal(fn(torch.zeros(2)), torch.ones(2))
     assert not fn.compiled
 
