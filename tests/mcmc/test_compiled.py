@@ -243,3 +243,46 @@ def test_random_ops_are_found_in_a_traced_density():
     x = torch.zeros(3, 2, dtype=F64)
     assert random_ops(make_fx(noisy, tracing_mode="fake")(x))
     assert not random_ops(make_fx(plain, tracing_mode="fake")(x))
+
+
+def _views_density():
+    # The data are two views of one buffer, and one of them is used twice: the traced graph
+    # gets each tensor once as a loop input, and no two inputs share memory.
+    data = torch.linspace(-1.0, 1.0, 6, dtype=F64)
+    a, b = data[:3], data[3:]
+    return lambda x: -((x - a) ** 2).sum(-1) - 0.5 * ((x - b) ** 2).sum(-1) + (a * x).sum(-1)
+
+
+def test_traced_density_lifts_its_constants_once_and_unaliased():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from bayestorch.mcmc.compiled import TracedDensity, func_value_and_grad
+    from bayestorch.utils import log_prob_and_grad
+
+    log_prob = _views_density()
+    x = torch.randn(4, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    graph = make_fx(
+        func_value_and_grad(log_prob), tracing_mode="fake", _allow_non_fake_inputs=True
+    )(x)
+    density = TracedDensity(graph)
+    assert len(density.constants) == 2
+    assert len({c.untyped_storage().data_ptr() for c in density.constants}) == 2
+    value, grad = density(x)
+    expected_value, expected_grad = log_prob_and_grad(log_prob, x)
+    assert torch.allclose(value, expected_value, rtol=0, atol=1e-12)
+    assert torch.allclose(grad, expected_grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compiled_nuts_on_aliased_data_equals_eager(backend, monkeypatch):
+    monkeypatch.setenv("BAYESTORCH_COMPILE_BACKEND", backend)
+    draws = []
+    for compile in (False, True):
+        kernel = NUTS(_views_density(), step_size=0.4, max_tree_depth=4, compile=compile)
+        g = torch.Generator().manual_seed(3)
+        state = kernel.init(torch.zeros(2, 3, dtype=F64), g)
+        for _ in range(5):
+            state, _ = kernel.step(state, g)
+        assert all(f.compiled for f in _functions(kernel)) == compile
+        draws.append(state.position)
+    assert float((draws[0] - draws[1]).abs().max()) < TOLERANCE
