@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(PY) -m experiments $(CONFIG) $(ARGS)
 
 # The compiled variants of the slowest statistical tests (SBC, 128-chain divergences, the
-# ill-conditioned Gaussian, the funnel, conjugate posteriors of models: ~12 min under
+# ill-conditioned Gaussian, the funnel, conjugate posteriors of models: ~5 min under
 # aot_eager) run in `make test-compiled-slow`, so that `make test` fits CI's 20 minutes on 2
 # cores; their eager variants run in `make test` (see SLOW_WHEN_COMPILED in tests/conftest.py).
 test: $(STAMP)

@@ -15,6 +15,10 @@ Targets:
 Rows:
     bayestorch NUTS            ``bt.mcmc.sample(kernel="nuts")`` at each of ``--chains``
     bayestorch ChEES-HMC       ``bt.mcmc.sample(kernel="chees")`` at ``--chees-chains``
+    ... (compiled)             ``compile=True`` (one graph per transition), at
+                               ``--compiled-chains`` (NUTS) / ``--compiled-chees-chains``
+    ... (compiled gradient)    ChEES-HMC with an eager trajectory and the density wrapped in
+                               ``CompiledLogProb`` (``--compiled-gradient-chees-chains``)
     pyro NUTS (jit off / on)   1 chain, the model ``x ~ flat; factor(log p(x))``
                                (``jit_compile`` only acts on Pyro's model interface, not
                                on ``potential_fn``), ``--pyro-warmup`` + ``--pyro-samples``
@@ -40,6 +44,8 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/mcmc.py [--targets gaussian,eight_schools,logistic]
         [--num-warmup 500] [--num-samples 500] [--chains 1,4,128] [--chees-chains 128]
+        [--compiled-chains 1,4,128] [--compiled-chees-chains 128]
+        [--compiled-gradient-chees-chains 128]
         [--pyro-warmup 250] [--pyro-samples 250] [--numpyro-chains 1,4] [--pyro-jit off,on]
         [--skip-pyro] [--skip-numpyro] [--repeats 1] [--seed 0] [--device cpu]
         [--threads 1] [--json out.json]
@@ -279,13 +285,26 @@ def run_bayestorch(
     args: argparse.Namespace,
     seed: int,
     compiled: bool = False,
+    compiled_gradient: bool = False,
 ) -> Row:
+    """One bayestorch run. ``compiled``: the kernel's ``compile=True`` (the whole transition
+    one graph). ``compiled_gradient``: an eager trajectory whose density is wrapped in
+    ``bayestorch.utils.CompiledLogProb`` (a fused, vectorised value and gradient)."""
     device = torch.device(args.device)
     init = torch.as_tensor(initial_positions(chains, target.dim, args.seed), device=device)
     g = torch.Generator(device=device).manual_seed(seed)
     compile_wall = compile_cpu = 0.0
     kernel_arg: object = kernel
     kwargs = {} if compiled else {"compile": False}
+    log_prob = target.log_prob
+    if compiled_gradient:
+        from bayestorch.utils import CompiledLogProb
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        log_prob = CompiledLogProb(target.log_prob)
+        log_prob.value_and_grad(init)  # compiles for this layout
+        compile_wall, compile_cpu = time.perf_counter() - t0, time.process_time() - c0
+        print(f"  compile (gradient x{chains}): {compile_wall:.1f} s wall", flush=True)
     if compiled:
         kernel_arg, compile_wall, compile_cpu = compile_kernel(target, kernel, init, seed)
         print(
@@ -296,7 +315,7 @@ def run_bayestorch(
     sync(device)
     t0, c0 = time.perf_counter(), time.process_time()
     result = bt_sample(
-        target.log_prob,
+        log_prob,
         init,
         kernel=kernel_arg,
         num_warmup=args.num_warmup,
@@ -317,9 +336,10 @@ def run_bayestorch(
     if kernel == "chees":
         extra["trajectory_length"] = float(result.kernel.trajectory_length)
     name = f"bayestorch {'NUTS' if kernel == 'nuts' else 'ChEES-HMC'}"
+    suffix = " (compiled)" if compiled else " (compiled gradient)" if compiled_gradient else ""
     return Row(
         target.name,
-        name + (" (compiled)" if compiled else ""),
+        name + suffix,
         chains,
         args.num_samples,
         wall + compile_wall,
@@ -650,6 +670,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compiled-chains", type=str, default="1,4,128", help="compiled NUTS ('' to skip)"
     )
     p.add_argument("--compiled-chees-chains", type=str, default="128", help="compiled ChEES")
+    p.add_argument(
+        "--compiled-gradient-chees-chains",
+        type=str,
+        default="128",
+        help="ChEES, eager trajectory, CompiledLogProb gradient",
+    )
     p.add_argument("--pyro-warmup", type=int, default=250, help="Pyro is slow: fewer")
     p.add_argument("--pyro-samples", type=int, default=250)
     p.add_argument("--pyro-jit", type=str, default="off,on")
@@ -751,6 +777,15 @@ def main(argv: list[str] | None = None) -> dict:
         jobs += [nuts_job(c) for c in nuts_chains[:1]]
         jobs += [compiled_job(c, "nuts") for c in ints(args.compiled_chains)]
         jobs += [compiled_job(c, "chees") for c in ints(args.compiled_chees_chains)]
+        for c in ints(args.compiled_gradient_chees_chains):
+            jobs.append(
+                (
+                    f"bayestorch ChEES compiled gradient x{c}",
+                    lambda s, c=c, target=target: run_bayestorch(
+                        target, "chees", c, args, s, compiled_gradient=True
+                    ),
+                )
+            )
         for c in ints(args.chees_chains):
             jobs.append(
                 (

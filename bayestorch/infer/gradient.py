@@ -37,6 +37,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from bayestorch.mcmc.compiled import random_ops
+from bayestorch.utils.autograd import SCALAR_CPU_OPTIONS
 
 if TYPE_CHECKING:
     from bayestorch.infer.density import ModelDensity
@@ -83,7 +84,11 @@ class _Compiled:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                compiled = torch.compile(self.graph, backend=_compile_backend(), dynamic=False)
+                backend = _compile_backend()
+                options = dict[str, Any](SCALAR_CPU_OPTIONS) if backend == "inductor" else None
+                compiled = torch.compile(
+                    self.graph, backend=backend, dynamic=False, options=options
+                )
                 out = compiled(*inputs)
         except torch._dynamo.exc.TorchDynamoException as error:
             first = str(error).splitlines()[0] if str(error) else ""

@@ -47,7 +47,7 @@ from torch.distributions import Distribution
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
-from bayestorch.utils.autograd import DENSITY_ERRORS, LogProbFn
+from bayestorch.utils.autograd import DENSITY_ERRORS, SCALAR_CPU_OPTIONS, LogProbFn
 
 __all__ = [
     "AUTO_MAX_CHAINS",
@@ -87,15 +87,15 @@ compiled at 1-4 chains; at 128 chains 2-3x faster on eight schools (10-d) but 2.
 on a 100-d Gaussian (``benchmarks/mcmc.py``)."""
 
 
-INDUCTOR_CPU_OPTIONS = {"cpp_wrapper": True, "cpp.simdlen": 1}
+INDUCTOR_CPU_OPTIONS = {"cpp_wrapper": True, **SCALAR_CPU_OPTIONS}
 """Inductor's options on CPU. A compiled trajectory is a ``while_loop`` whose body runs
 thousands of times per second: with inductor's default Python wrapper each iteration pays
 ~1 µs per buffer it allocates or views (~150 for a NUTS leaf), with the C++ wrapper
-(``cpp_wrapper``) far less. ``cpp.simdlen=1`` (scalar C++): torch 2.13's vectorised CPU code
-for the NUTS loop corrupts the heap from ~100 chains on ("free(): invalid next size", with
-or without the C++ wrapper; the scalar code gives the eager draws to 3e-14 at 100 and 3,000
-chains); on eight schools the scalar code was also faster at 128 chains (437 vs 946 µs per
-leaf)."""
+(``cpp_wrapper``) far less. Scalar C++ (``SCALAR_CPU_OPTIONS``): torch 2.13's vectorised CPU
+code for the NUTS loop corrupts the heap from ~100 chains on ("free(): invalid next size",
+with or without the C++ wrapper) and computes some densities wrongly; the scalar code gives
+the eager draws to 3e-14 at 100 and 3,000 chains, and on eight schools it was also faster at
+128 chains (437 vs 946 µs per leaf)."""
 
 POINTWISE_CAT_MAX_NUMEL = 64
 """Positions ``(chains, dim)`` of at most this many numbers also get inductor's
