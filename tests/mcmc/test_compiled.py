@@ -87,42 +87,58 @@ def _functions(kernel):
 
 def test_second_process_hits_the_inductor_cache(tmp_path):
     # The graphs (a while_loop each) go through inductor's FX-graph and AOTAutograd caches:
-    # a second process with the same model compiles nothing again.
+    # a second process with the same model compiles nothing again. Its data differ (same
+    # shapes): the data are graph inputs, not baked into the cached code, so its draws are
+    # still the eager ones.
     script = textwrap.dedent(
         """
+        import sys
         import torch
         from torch._dynamo.utils import counters
         from bayestorch.mcmc import HMC
 
-        def log_prob(x):
-            return -0.5 * (x**2).sum(-1) - 0.1 * (x**4).sum(-1)
+        data = torch.linspace(-1.0, 1.0, 8, dtype=torch.float64) * float(sys.argv[1])
 
-        kernel = HMC(log_prob, num_steps=3, step_size=0.2, compile=True)
-        g = torch.Generator().manual_seed(0)
-        state = kernel.init(torch.zeros(2, 3, dtype=torch.float64), g)
-        for _ in range(3):
-            state, _ = kernel.step(state, g)
+        def log_prob(x):
+            return -0.5 * ((x[:, :1] - data) ** 2).sum(-1) - 0.1 * (x**4).sum(-1)
+
+        positions = []
+        for compile in (False, True):
+            kernel = HMC(log_prob, num_steps=3, step_size=0.2, compile=compile)
+            g = torch.Generator().manual_seed(0)
+            state = kernel.init(torch.zeros(2, 3, dtype=torch.float64), g)
+            for _ in range(3):
+                state, _ = kernel.step(state, g)
+            positions.append(state.position)
         assert kernel.trajectory().compiled
         inductor = counters["inductor"]
-        print(inductor["fxgraph_cache_hit"], inductor["fxgraph_cache_miss"])
+        difference = float((positions[0] - positions[1]).abs().max())
+        print(inductor["fxgraph_cache_hit"], inductor["fxgraph_cache_miss"], difference)
         """
     )
     cache = tmp_path / "cache"
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
     env.pop("BAYESTORCH_COMPILE_BACKEND", None)
 
-    def run() -> tuple[list[int], dict]:
+    def run(scale: float) -> tuple[int, int, float, dict]:
         out = subprocess.run(
-            [sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True
+            [sys.executable, "-c", script, str(scale)],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         )
-        counts = [int(n) for n in out.stdout.split()]
-        return counts, {path: path.stat().st_mtime_ns for path in cache.rglob("*.so")}
+        hits, misses, difference = out.stdout.split()
+        so_files = {path: path.stat().st_mtime_ns for path in cache.rglob("*.so")}
+        return int(hits), int(misses), float(difference), so_files
 
-    (hits, misses), first = run()
-    assert first and misses == 1 and hits == 0  # a cold cache: one graph compiled
-    (hits, misses), second = run()
+    hits, misses, difference, first = run(1.0)
+    assert first and (hits, misses) == (0, 1)  # a cold cache: one graph compiled
+    assert difference < TOLERANCE
+    hits, misses, difference, second = run(5.0)
     assert (hits, misses) == (1, 0)  # a second process: the graph comes from the cache
     assert second == first  # and no C++ is compiled or rewritten
+    assert difference < TOLERANCE  # with its own data
 
 
 class _Raises(TrajectoryFunction):
