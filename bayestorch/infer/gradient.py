@@ -34,10 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution
 
 from bayestorch.mcmc.compiled import random_ops
-from bayestorch.utils.autograd import SCALAR_CPU_OPTIONS
+from bayestorch.utils.autograd import SCALAR_CPU_OPTIONS, compiling
 
 if TYPE_CHECKING:
     from bayestorch.infer.density import ModelDensity
@@ -78,12 +77,8 @@ class _Compiled:
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self.fn is not None:
             return self.fn(*inputs)
-        # Dynamo's first compilation in a process turns torch.distributions' argument
-        # validation off for everyone (``TorchPatcher.patch``): put the user's setting back.
-        validate = Distribution._validate_args
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
+            with compiling(quiet=True):
                 backend = _compile_backend()
                 options = dict[str, Any](SCALAR_CPU_OPTIONS) if backend == "inductor" else None
                 compiled = torch.compile(
@@ -95,8 +90,6 @@ class _Compiled:
             self.owner.fallback(f"torch.compile failed ({type(error).__name__}: {first})", "traced")
             self.fn = self.graph
             return self.graph(*inputs)
-        finally:
-            Distribution.set_default_validate_args(validate)
         self.fn = compiled
         return out
 
@@ -177,8 +170,7 @@ class GradientGraphs:
         density._cache_plate_ranges()  # real tensors, not fakes of the trace
         inputs = (z.detach(), *data.values(), *indices.values())
         try:
-            with warnings.catch_warnings(), torch.enable_grad():
-                warnings.simplefilter("ignore", DeprecationWarning)
+            with compiling(quiet=True), torch.enable_grad():
                 graph = make_fx(value_and_grad, tracing_mode="fake", _allow_non_fake_inputs=True)(
                     *inputs
                 )

@@ -43,11 +43,10 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch._higher_order_ops.while_loop import while_loop_op
-from torch.distributions import Distribution
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
-from bayestorch.utils.autograd import DENSITY_ERRORS, SCALAR_CPU_OPTIONS, LogProbFn
+from bayestorch.utils.autograd import DENSITY_ERRORS, SCALAR_CPU_OPTIONS, LogProbFn, compiling
 
 __all__ = [
     "AUTO_MAX_CHAINS",
@@ -337,16 +336,9 @@ class TrajectoryFunction:
         call = self._calls.get(key)
         if call is None:
             # torch.distributions' argument checks branch on values: off while tracing
-            # (restored after; the graph has none). Torch's own deprecation warnings while
-            # compiling are not the user's business.
-            validate = Distribution._validate_args
-            Distribution.set_default_validate_args(False)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    call = self._calls[key] = self._build(leaves, spec)
-            finally:
-                Distribution.set_default_validate_args(validate)
+            # (restored after; the graph has none).
+            with compiling(validate_args=False, quiet=True):
+                call = self._calls[key] = self._build(leaves, spec)
         return call
 
     def __call__(self, *args):

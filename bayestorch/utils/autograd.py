@@ -34,6 +34,7 @@ __all__ = [
     "DensityErrorWarning",
     "LogProbFn",
     "LogProbShapeError",
+    "compiling",
     "evaluate_log_prob",
     "log_prob_and_grad",
 ]
@@ -305,6 +306,27 @@ def evaluate_log_prob(log_prob_fn: LogProbFn, position: Tensor, *, guard: bool =
     return _guarded(eager, eager, eager, position, log)[0]
 
 
+@contextlib.contextmanager
+def compiling(validate_args: bool | None = None, quiet: bool = False):
+    """Around torch tracing or compiling a log density: torch.distributions' argument
+    validation is put back afterwards (dynamo's first compilation in a process turns it off
+    for everyone, ``TorchPatcher.patch``), or set to ``validate_args`` meanwhile (value
+    checks cannot be part of a graph); ``quiet``: torch's own deprecation warnings while it
+    imports and compiles inductor are not the user's business."""
+    validate = torch.distributions.Distribution._validate_args
+    if validate_args is not None:
+        torch.distributions.Distribution.set_default_validate_args(validate_args)
+    try:
+        if quiet:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                yield
+        else:
+            yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(validate)
+
+
 class CompiledLogProb:
     """A log density whose value and gradient are computed by one ``torch.compile``d function.
 
@@ -340,33 +362,19 @@ class CompiledLogProb:
         if compile_kwargs.get("backend", "inductor") == "inductor":
             options = compile_kwargs.get("options") or {}
             compile_kwargs["options"] = {**SCALAR_CPU_OPTIONS, **options}
-        with self._quiet():
+        with compiling(quiet=True):
             self._compiled = torch.compile(value_and_grad, **compile_kwargs)
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _keep_validation():
-        # Dynamo's first compilation in a process turns torch.distributions' argument
-        # validation off for everyone (``TorchPatcher.patch``): put the user's setting back.
-        validate = torch.distributions.Distribution._validate_args
-        try:
-            yield
-        finally:
-            torch.distributions.Distribution.set_default_validate_args(validate)
-
-    @classmethod
-    @contextlib.contextmanager
-    def _quiet(cls):
-        # Validation kept, and torch's own deprecation warnings while it imports and compiles
-        # inductor are not the user's business.
-        with cls._keep_validation(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            yield
+        self._called = False
 
     def value_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Log density ``(chains,)`` and gradient ``(chains, dim)`` at ``x``, compiled."""
-        with self._quiet():
-            return self._compiled(x)
+        if self._called:
+            with compiling():  # a new layout recompiles
+                return self._compiled(x)
+        with compiling(quiet=True):
+            out = self._compiled(x)
+        self._called = True
+        return out
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.log_prob_fn(x)
